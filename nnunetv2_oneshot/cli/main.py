@@ -1,2 +1,122 @@
-def main(argv=None):
+"""``nnunetv2-oneshot``: the plugin's own commands. Training and inference use nnU-Net's stock commands."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _cmd_doctor(args) -> int:
+    from nnunetv2_oneshot.cli.doctor import run_doctor
+    return run_doctor()
+
+
+def _raw_root(args) -> str:
+    root = args.raw or os.environ.get("nnUNet_raw")
+    if not root:
+        sys.exit("error: nnUNet_raw is not set and --raw was not given: say where to write the dataset")
+    return root
+
+
+def _cmd_make_dataset(args) -> int:
+    from nnunetv2_oneshot.datasets import DATASET_MAKERS
+    kw = {"seed": args.seed, "overwrite": args.overwrite}
+    if args.id is not None:
+        kw["dataset_id"] = args.id
+    try:
+        folder = DATASET_MAKERS[args.which](_raw_root(args), **kw)
+    except FileExistsError as e:
+        sys.exit(f"error: {e}")
+    print(f"Dataset written to {folder}")
     return 0
+
+
+def _cmd_validate(args) -> int:
+    from nnunetv2_oneshot.validation import OneShotDatasetError, validate_oneshot_dataset
+    from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
+    try:
+        ds = validate_oneshot_dataset(raw_dataset_folder(args.dataset))
+    except OneShotDatasetError as e:
+        sys.exit(f"error: {e}")
+    print(f"OK: {len(ds.labelled)} labelled case(s) (atlas {ds.atlas}), {len(ds.unlabelled)} unlabelled image(s), "
+          f"{ds.num_channels} channel(s), labels {ds.label_values}")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from nnunetv2_oneshot.nnunet_io import plan_and_preprocess
+    try:
+        plan_and_preprocess(args.dataset, cpu=args.cpu, num_processes=args.np)
+    except ValueError as e:  # OneShotDatasetError is a ValueError: one line, before any compute
+        sys.exit(f"error: {e}")
+    return 0
+
+
+def _cmd_propagate(args) -> int:
+    from nnunetv2_oneshot.propagate import propagate_folder
+    try:
+        propagate_folder(args.i, args.o, args.d, configuration=args.c, fold=args.f, trainer=args.tr,
+                         plans=args.p, checkpoint=args.chk, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from nnunetv2_oneshot.cli.demo import run_demo
+    return run_demo(args.workdir, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnunetv2-oneshot", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("doctor", help="check that nnU-Net finds our trainers/planners and the environment is sane")
+    s.set_defaults(func=_cmd_doctor)
+
+    s = sub.add_parser("make-dataset", help="write an embedded real-anatomy one-shot dataset into nnUNet_raw")
+    s.add_argument("which", choices=["brain", "ct"])
+    s.add_argument("--id", type=int, default=None, help="dataset id (default 990 brain, 991 ct)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--raw", default=None, help="raw root (default: $nnUNet_raw)")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset that this command made before")
+    s.set_defaults(func=_cmd_make_dataset)
+
+    s = sub.add_parser("validate", help="check a one-shot raw dataset (one-line error on the first problem)")
+    s.add_argument("dataset", help="dataset id or name")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("plan", help="validate, then nnU-Net fingerprint + plan + preprocess (3d_fullres) and "
+                                    "preprocess the unlabelled images with the same plans")
+    s.add_argument("dataset", help="dataset id or name")
+    s.add_argument("--cpu", action="store_true", help="use OneShotCPUPlanner (plans nnUNetOneShotCPUPlans)")
+    s.add_argument("-np", type=int, default=1, help="processes for preprocessing (default 1)")
+    s.set_defaults(func=_cmd_plan)
+
+    s = sub.add_parser("propagate", help="atlas label propagation baseline: warp the atlas labels onto images with "
+                                         "a trained registration net; writes segmentations like nnUNetv2_predict")
+    s.add_argument("-i", required=True, help="input folder (nnU-Net naming: CASE_0000.nii.gz)")
+    s.add_argument("-o", required=True, help="output folder")
+    s.add_argument("-d", required=True, help="dataset id or name")
+    s.add_argument("-c", default="3d_fullres")
+    s.add_argument("-f", default="all", help="fold (default: all)")
+    s.add_argument("-tr", default="OneShotRegAugTrainer")
+    s.add_argument("-p", default="nnUNetPlans")
+    s.add_argument("-chk", default="checkpoint_final.pth")
+    s.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"])
+    s.set_defaults(func=_cmd_propagate)
+
+    s = sub.add_parser("demo", help="the main job on the embedded brain dataset: build, plan, train, predict, Dice")
+    s.add_argument("--workdir", default="demo_output", help="holds nnUNet_raw/preprocessed/results of the demo")
+    s.add_argument("--quick", action="store_true", help="tiny budget (seconds): checks the pipeline only")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

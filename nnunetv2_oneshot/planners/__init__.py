@@ -1,1 +1,3 @@
-__all__ = []
+from nnunetv2_oneshot.planners.cpu_planner import OneShotCPUPlanner
+
+__all__ = ["OneShotCPUPlanner"]

@@ -1,0 +1,85 @@
+"""Atlas label propagation baseline: the atlas labels warped onto new images by the trained registration net.
+
+Images are preprocessed exactly as nnUNetv2_predict does (nnU-Net's preprocessor, the model's plans), the
+warped one-hot atlas label is exported through nnU-Net's own export (resampling back to the original
+geometry), so outputs are directly comparable with nnUNetv2_predict's. With several labelled cases the
+atlases' warped probabilities are averaged (multi-atlas fusion).
+"""
+from __future__ import annotations
+
+import os
+from os.path import isfile, join
+
+import numpy as np
+import torch
+
+from nnunetv2_oneshot.augmentation.synthesis import canvas_shape, pad_to_shape
+from nnunetv2_oneshot.registration import RegistrationNet
+from nnunetv2_oneshot.registration.transform import warp
+
+
+def load_registration(checkpoint: dict, device: torch.device):
+    if "oneshot" not in checkpoint:
+        raise ValueError("the checkpoint holds no registration net: train with a one-shot trainer "
+                         "(e.g. -tr OneShotRegAugTrainer) first")
+    state = checkpoint["oneshot"]
+    net = RegistrationNet(**state["registration_config"]).to(device)
+    net.load_state_dict(state["registration_net"])
+    return net.eval(), state
+
+
+@torch.no_grad()
+def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_classes: int,
+                   device: torch.device) -> np.ndarray:
+    """Warped atlas label probabilities (K, *S) for a preprocessed image (C, *S)."""
+    multiple = 2 ** len(net.encoder_channels)
+    probs = 0
+    for atlas_img, atlas_seg in atlases.values():
+        shape = canvas_shape([atlas_img.shape[1:], image.shape[1:]], multiple)
+        moving, _ = pad_to_shape(atlas_img, shape, float(atlas_img.min()))
+        fixed, crop = pad_to_shape(image, shape, float(image.min()))
+        seg, _ = pad_to_shape(atlas_seg, shape, 0)
+        flow = net(torch.from_numpy(moving[None]).float().to(device), torch.from_numpy(fixed[None]).float().to(device))
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(seg[0].astype(np.int64)), num_classes)
+        onehot = onehot.permute(3, 0, 1, 2)[None].float().to(device)
+        probs = probs + warp(onehot, flow)[0].cpu().numpy()[crop]
+    return probs / len(atlases)
+
+
+def propagate_folder(input_folder: str, output_folder: str, dataset: str, configuration: str = "3d_fullres",
+                     fold: str = "all", trainer: str = "OneShotRegAugTrainer", plans: str = "nnUNetPlans",
+                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda") -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.export_prediction import export_prediction_from_logits
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+    from nnunetv2_oneshot.nnunet_io import _require, dataset_name
+
+    name = dataset_name(dataset)
+    model = join(_require("nnUNet_results"), name, f"{trainer}__{plans}__{configuration}")
+    fold_dir = f"fold_{fold}" if fold == "all" or str(fold).isdigit() else fold
+    ckpt_file = join(model, fold_dir, checkpoint)
+    if not isfile(ckpt_file):
+        raise FileNotFoundError(f"no checkpoint {ckpt_file}: train first, or pass -tr/-p/-f/-chk of your model")
+    if not os.path.isdir(input_folder):
+        raise FileNotFoundError(f"input folder {input_folder} does not exist")
+    dev = torch.device(device)
+    ckpt = torch.load(ckpt_file, map_location=dev, weights_only=False)
+    net, state = load_registration(ckpt, dev)
+    pm = PlansManager(join(model, "plans.json"))
+    dataset_json = load_json(join(model, "dataset.json"))
+    cm = pm.get_configuration(configuration)
+    lm = pm.get_label_manager(dataset_json)
+    num_classes = max(lm.all_labels) + 1
+    cases = create_lists_from_splitted_dataset_folder(input_folder, dataset_json["file_ending"])
+    if not cases:
+        raise FileNotFoundError(f"no images ending in {dataset_json['file_ending']} in {input_folder}")
+    os.makedirs(output_folder, exist_ok=True)
+    preprocessor = cm.preprocessor_class(verbose=False)
+    for i, files in enumerate(cases):
+        case = os.path.basename(files[0])[:-len(dataset_json["file_ending"]) - 5]
+        data, _, props = preprocessor.run_case(files, None, pm, cm, dataset_json)
+        probs = propagate_case(net, state["atlases"], data.astype(np.float32), num_classes, dev)
+        logits = torch.from_numpy(np.log(np.clip(probs, 1e-6, None))).float()
+        export_prediction_from_logits(logits, props, cm, pm, dataset_json, join(output_folder, case), False)
+        print(f"propagated {i + 1}/{len(cases)}: {case}")

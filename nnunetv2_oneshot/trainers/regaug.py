@@ -1,0 +1,286 @@
+"""OneShotRegAugTrainer: registration-based augmentation for one-shot segmentation (METHOD.md A.1, A.2).
+
+Stage 1 trains a registration net atlas -> unlabelled scans (local NCC + smoothness) on nnU-Net's
+preprocessed data. Stage 2 is nnU-Net's own training loop, whose training dataset is replaced by one that
+synthesises a new labelled pair on every draw (atlas warped by a sampled flow, appearance moved toward a real
+subject); nnU-Net's loader then crops, augments and builds the deep-supervision targets as usual, so the
+targets are recomputed after warping. The student is ``self.network``, nnU-Net's planned architecture, so the
+stock ``nnUNetv2_predict`` serves it. The registration net travels in the checkpoint key ``"oneshot"``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from os.path import isfile, join
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
+from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
+from nnunetv2_oneshot.registration.transform import warp
+from nnunetv2_oneshot.unlabelled import load_unlabelled, preprocess_unlabelled
+from nnunetv2_oneshot.validation import validate_oneshot_dataset
+
+VALIDATION_NOTE = ("One-shot training: there is no labelled validation data. The 'pseudo dice' below and the final "
+                   "validation are measured on the labelled atlas case(s) that the synthetic training pairs are made "
+                   "from: they show how well the student fits the atlas, NOT how well it generalises. Score held-out "
+                   "scans (imagesTs/labelsTs) with nnUNetv2_predict + nnUNetv2_evaluate_folder.")
+
+
+class SyntheticPairDataset:
+    """Stands in for nnU-Net's dataset in its data loader: every ``load_case(subject)`` returns a NEW pair
+    synthesised for that unlabelled subject. ``with_real_image`` appends the paired real image's channels
+    after the synthetic ones (C synthetic + C real), so that spatial augmentation keeps them aligned."""
+
+    def __init__(self, synthesizer: PairSynthesizer, class_locations: Dict[str, dict], with_real_image: bool = False):
+        self.synthesizer = synthesizer
+        self.identifiers = list(synthesizer.subject_ids)
+        self.class_locations = class_locations
+        self.with_real_image = with_real_image
+
+    def load_case(self, identifier: str):
+        # nnU-Net's workers seed numpy's global state differently per process; draw our seed from it
+        rng = np.random.default_rng(np.random.randint(0, 2 ** 31))
+        image, label, real, _ = self.synthesizer.sample(identifier, rng)
+        data = np.concatenate([image, real]) if self.with_real_image else image
+        return data, label, None, {"class_locations": self.class_locations[identifier]}
+
+    def __getitem__(self, identifier):
+        return self.load_case(identifier)
+
+
+class OneShotRegAugTrainer(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # nnU-Net pops this flag inside super().__init__; we need it to resume the registration stage
+        self._continue_requested = bool(plans.get("continue_training", False))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # --- stage 1: registration (published: VoxelMorph-style net, NCC window 9, lr 1e-4)
+        self.registration_num_iterations = 3000
+        self.registration_lr = 1e-4
+        self.registration_encoder_channels = (32, 64, 64, 64)
+        self.registration_decoder_channels = (64, 64, 64, 32)
+        self.registration_integrate_steps = 0  # >0: scaling-and-squaring (diffeomorphic) flows
+        self.registration_ncc_window = 9
+        self.registration_smoothness_weight = 1.0
+        self.registration_log_every = 50
+        self.registration_save_every = 500
+        # --- stage 2: online synthesis of labelled pairs (see augmentation/synthesis.py)
+        self.synthesis = SynthesisConfig(flow_interpolation_prob=0.5, flow_interpolation_beta=2.0,
+                                         flow_scale_range=(1.0, 1.0), appearance_prob=0.8)
+        self.synthesis_with_real_image = False  # distillation trainers set True
+        # state
+        self.registration_net = None
+        self.registration_optimizer = None
+        self.registration_iteration = 0
+        self.registration_log: List[Tuple[int, float, float]] = []  # (iteration, ncc loss, smoothness)
+        self.oneshot_data = None
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self):
+        super().initialize()
+        self.registration_net = RegistrationNet(
+            self.num_input_channels, encoder_channels=self.registration_encoder_channels,
+            decoder_channels=self.registration_decoder_channels,
+            integrate_steps=self.registration_integrate_steps).to(self.device)
+        self.registration_optimizer = torch.optim.Adam(self.registration_net.parameters(), lr=self.registration_lr)
+
+    def _raw_dataset_folder(self) -> str:
+        if nnUNet_raw is None:
+            raise RuntimeError("nnUNet_raw is not set: the one-shot trainers read the unlabelled images from the raw "
+                               "dataset. Export nnUNet_raw.")
+        return join(nnUNet_raw, self.plans_manager.dataset_name)
+
+    def _load_oneshot_data(self):
+        """Validates the raw dataset, preprocesses the unlabelled images (cached) and puts atlas(es) and subjects
+        on one canvas. Everything here is small for one-shot data (1..k labelled + N unlabelled volumes)."""
+        ds = validate_oneshot_dataset(self._raw_dataset_folder())
+        self.print_to_log_file(f"One-shot dataset: {len(ds.labelled)} labelled case(s) (atlas: {ds.atlas}), "
+                               f"{len(ds.unlabelled)} unlabelled image(s)")
+        self.print_to_log_file(VALIDATION_NOTE)
+        folder = preprocess_unlabelled(ds.unlabelled, self.plans_manager, self.configuration_manager,
+                                       self.configuration_name, self.dataset_json, self.preprocessed_dataset_folder,
+                                       log=self.print_to_log_file)
+        subjects = load_unlabelled(folder, sorted(ds.unlabelled))
+        labelled = self.dataset_class(self.preprocessed_dataset_folder, sorted(ds.labelled))
+        atlases = {}
+        for k in labelled.identifiers:
+            data, seg, _, _ = labelled.load_case(k)
+            # -1 marks "outside the nonzero mask" in nnU-Net's preprocessing: background for warping
+            atlases[k] = (np.asarray(data[:], dtype=np.float32), np.maximum(np.asarray(seg[:]), 0).astype(np.int16))
+        multiple = 2 ** len(self.registration_encoder_channels)
+        shape = canvas_shape([a[0].shape[1:] for a in atlases.values()] + [s.shape[1:] for s in subjects.values()],
+                             multiple)
+        pad_img = lambda x: pad_to_shape(x, shape, float(x.min()))[0]
+        self.oneshot_data = {
+            "canvas": shape,
+            "atlases_unpadded": atlases,
+            "atlases": {k: (pad_img(i), pad_to_shape(s, shape, 0)[0]) for k, (i, s) in atlases.items()},
+            "subjects": {k: pad_img(v) for k, v in subjects.items()},
+        }
+        self.print_to_log_file(f"Registration canvas: {shape}")
+
+    # ------------------------------------------------------------------ stage 1
+    def _registration_state(self) -> dict:
+        return {"registration_net": self.registration_net.state_dict(),
+                "registration_optimizer": self.registration_optimizer.state_dict(),
+                "registration_iteration": self.registration_iteration,
+                "registration_log": self.registration_log,
+                # preprocessed atlas image(s)/label(s): `nnunetv2-oneshot propagate` needs only the results folder
+                "atlases": self.oneshot_data["atlases_unpadded"] if self.oneshot_data else {},
+                "registration_config": {"in_channels": self.num_input_channels,
+                                        "encoder_channels": tuple(self.registration_encoder_channels),
+                                        "decoder_channels": tuple(self.registration_decoder_channels),
+                                        "integrate_steps": self.registration_integrate_steps}}
+
+    def _load_registration_state(self, state: dict):
+        self.registration_net.load_state_dict(state["registration_net"])
+        self.registration_optimizer.load_state_dict(state["registration_optimizer"])
+        self.registration_iteration = state["registration_iteration"]
+        self.registration_log = list(state["registration_log"])
+
+    def train_registration(self):
+        reg_ckpt = join(self.output_folder, "checkpoint_registration.pth")
+        if self.registration_iteration < self.registration_num_iterations and self._continue_requested \
+                and isfile(reg_ckpt):
+            self._load_registration_state(torch.load(reg_ckpt, map_location=self.device, weights_only=False))
+            self.print_to_log_file(f"Resuming registration from iteration {self.registration_iteration}")
+        if self.registration_iteration >= self.registration_num_iterations:
+            self.print_to_log_file("Registration stage already done (restored from checkpoint).")
+            return
+        d = self.oneshot_data
+        pairs = [(a, s) for a in sorted(d["atlases"]) for s in sorted(d["subjects"])]
+        ncc = LocalNCCLoss(self.registration_ncc_window)
+        smooth = GradientSmoothnessLoss("l2")
+        net = self.registration_net.train()
+        self.print_to_log_file(f"Stage 1/2: training the registration net on {len(pairs)} atlas->subject pairs for "
+                               f"{self.registration_num_iterations} iterations")
+        t0, start = time.time(), self.registration_iteration
+        acc = []
+        while self.registration_iteration < self.registration_num_iterations:
+            a, s = pairs[np.random.randint(len(pairs))]
+            moving = torch.from_numpy(d["atlases"][a][0][None]).to(self.device)
+            fixed = torch.from_numpy(d["subjects"][s][None]).to(self.device)
+            flow = net(moving, fixed)
+            l_sim = ncc(warp(moving, flow), fixed)
+            l_smooth = smooth(flow)
+            loss = l_sim + self.registration_smoothness_weight * l_smooth
+            self.registration_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.registration_optimizer.step()
+            self.registration_iteration += 1
+            acc.append((l_sim.item(), l_smooth.item()))
+            if self.registration_iteration % self.registration_log_every == 0 \
+                    or self.registration_iteration == self.registration_num_iterations:
+                m = np.mean(acc, 0)
+                acc = []
+                self.registration_log.append((self.registration_iteration, float(m[0]), float(m[1])))
+                rate = (time.time() - t0) / (self.registration_iteration - start)
+                self.print_to_log_file(
+                    f"registration it {self.registration_iteration}/{self.registration_num_iterations}: "
+                    f"ncc loss {m[0]:.4f}, smoothness {m[1]:.4f}, folding {folding_fraction(flow.detach()):.4%}, "
+                    f"{rate:.2f} s/it, ETA {rate * (self.registration_num_iterations - self.registration_iteration) / 60:.1f} min")
+            if self.registration_iteration % self.registration_save_every == 0 \
+                    or self.registration_iteration == self.registration_num_iterations:
+                self._save_registration_checkpoint(reg_ckpt)
+        self._plot_registration_progress()
+
+    def _save_registration_checkpoint(self, filename: str):
+        if self.local_rank == 0 and not self.disable_checkpointing:
+            torch.save(self._registration_state(), filename + ".tmp")
+            os.replace(filename + ".tmp", filename)
+
+    def _plot_registration_progress(self):
+        if not self.registration_log or self.local_rank != 0:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        it, sim, sm = np.array(self.registration_log).T
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax.plot(it, sim, label="local NCC loss (−NCC)")
+        ax.plot(it, sm, label="smoothness")
+        ax.set_xlabel("registration iteration")
+        ax.legend()
+        ax.set_title("Stage 1: registration atlas → unlabelled")
+        fig.tight_layout()
+        fig.savefig(join(self.output_folder, "progress_registration.png"))
+        plt.close(fig)
+
+    @torch.no_grad()
+    def compute_flows(self) -> Dict[Tuple[str, str], np.ndarray]:
+        d = self.oneshot_data
+        self.registration_net.eval()
+        flows, folds = {}, []
+        for a, (img, _) in d["atlases"].items():
+            moving = torch.from_numpy(img[None]).to(self.device)
+            for s, target in d["subjects"].items():
+                flow = self.registration_net(moving, torch.from_numpy(target[None]).to(self.device))
+                folds.append(folding_fraction(flow))
+                flows[(a, s)] = flow[0].float().cpu().numpy()
+        self.print_to_log_file(f"Flows for {len(flows)} pairs; mean folding (non-positive Jacobian determinant) "
+                               f"{np.mean(folds):.4%} of voxels")
+        return flows
+
+    # ------------------------------------------------------------------ stage 2
+    def do_split(self):
+        # One-shot: every labelled case is trained on (as the atlas); validation repeats them (see VALIDATION_NOTE).
+        # Same for every fold, so fold 'all' and fold 0 both work.
+        if self.dataset_class is None:
+            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        keys = sorted(self.dataset_class.get_identifiers(self.preprocessed_dataset_folder))
+        return keys, keys
+
+    def build_synthetic_dataset(self) -> SyntheticPairDataset:
+        d = self.oneshot_data
+        synth = PairSynthesizer(d["atlases"], d["subjects"], self.compute_flows(),
+                                num_classes=max(self.label_manager.all_labels) + 1, config=self.synthesis)
+        fg = self.label_manager.foreground_labels
+        locations = {}
+        for s in synth.subject_ids:
+            lab = synth.exact_labels[(synth.atlas_ids[0], s)]
+            locations[s] = DefaultPreprocessor._sample_foreground_locations(lab, fg, seed=1234, verbose=False)
+        return SyntheticPairDataset(synth, locations, with_real_image=self.synthesis_with_real_image)
+
+    def get_tr_and_val_datasets(self):
+        _, val_keys = self.do_split()
+        dataset_val = self.dataset_class(self.preprocessed_dataset_folder, val_keys,
+                                         folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
+        return self.build_synthetic_dataset(), dataset_val
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        self._load_oneshot_data()
+        self.train_registration()
+        self.print_to_log_file("Stage 2/2: training the student (nnU-Net's planned network) on synthetic pairs")
+        super().on_train_start()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net writes its own keys; we add ours to the same file (atomically) so that --c restores everything
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and isfile(filename):
+            ckpt = torch.load(filename, map_location="cpu", weights_only=False)
+            ckpt["oneshot"] = self._extra_checkpoint_state()
+            torch.save(ckpt, filename + ".tmp")
+            os.replace(filename + ".tmp", filename)
+
+    def _extra_checkpoint_state(self) -> dict:
+        return self._registration_state()
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        ckpt = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        if "oneshot" in ckpt:
+            self._load_extra_checkpoint_state(ckpt["oneshot"])
+
+    def _load_extra_checkpoint_state(self, state: dict):
+        self._load_registration_state(state)
