@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of the README: set-up, then the whole test suite (CPU, ~N minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# 2-core machines: nnU-Net defaults to 8+ worker processes otherwise
+export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
+exec .venv/bin/python -m pytest -q tests "$@"

@@ -1,0 +1,82 @@
+"""The plugin's own commands: doctor, discovery/uninstall facts, and one-line errors before compute."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from toy_data import make_toy_dataset
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _env(tmp_path, **extra):
+    env = {"PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(tmp_path)),
+           "nnUNet_raw": str(tmp_path / "raw"), "nnUNet_preprocessed": str(tmp_path / "pre"),
+           "nnUNet_results": str(tmp_path / "res")}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def _cli(args, env):
+    return subprocess.run([f"{BIN}/nnunetv2-oneshot", *args], env=env, capture_output=True, text=True)
+
+
+def test_doctor_ok_and_finds_everything_through_nnunet(tmp_path):
+    r = _cli(["doctor"], _env(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny", "OneShotCPUPlanner"):
+        assert any(name in line and line.startswith("[ok") for line in r.stdout.splitlines()), r.stdout
+    assert "nnunetv2: 2.8" in r.stdout and "torchvision" in r.stdout
+
+
+def test_doctor_fails_with_fix_when_env_missing(tmp_path):
+    r = _cli(["doctor"], _env(tmp_path, nnUNet_raw=None))
+    assert r.returncode == 1
+    assert "fix: export nnUNet_raw=" in r.stdout
+
+
+def test_uninstall_would_remove_discovery_shims():
+    # pip lists what it would remove and stops at the prompt when answered "n": nothing is uninstalled
+    r = subprocess.run([sys.executable, "-m", "pip", "uninstall", "nnunetv2-oneshot"], input="n\n",
+                       capture_output=True, text=True)
+    out = r.stdout
+    assert os.path.join("nnunetv2", "training", "nnUNetTrainer", "nnUNetTrainer_oneshot.py") in out
+    assert os.path.join("nnunetv2", "experiment_planning", "oneshot_planners.py") in out
+    # and nothing of nnU-Net's own (its package __init__ stays with nnunetv2)
+    assert os.path.join("nnunetv2", "__init__.py") not in out
+
+
+def test_validate_cli_one_line_error_and_ok(tmp_path):
+    folder = make_toy_dataset(str(tmp_path / "raw"), dataset_id=902)
+    env = _env(tmp_path)
+    r = _cli(["validate", "902"], env)
+    assert r.returncode == 0 and "1 labelled case(s)" in r.stdout and "4 unlabelled" in r.stdout
+    os.remove(os.path.join(folder, "imagesUnlabelled", "toy_u00_0000.nii.gz"))
+    for f in os.listdir(os.path.join(folder, "imagesUnlabelled")):
+        os.remove(os.path.join(folder, "imagesUnlabelled", f))
+    r = _cli(["validate", "902"], env)
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "imagesUnlabelled" in err
+
+
+def test_plan_refuses_bad_dataset_before_any_compute(tmp_path):
+    folder = make_toy_dataset(str(tmp_path / "raw"), dataset_id=903)
+    dj = json.load(open(os.path.join(folder, "dataset.json")))
+    dj["labels"] = {"background": 0, "outer": 1}  # label 2 present in labelsTr but not declared
+    json.dump(dj, open(os.path.join(folder, "dataset.json"), "w"))
+    r = _cli(["plan", "903"], _env(tmp_path))
+    assert r.returncode != 0
+    assert "\n" not in r.stderr.strip() and "2" in r.stderr
+    assert not (tmp_path / "pre").exists()  # nothing was computed or written
+
+
+def test_make_dataset_refuses_foreign_folder(tmp_path):
+    target = tmp_path / "raw" / "Dataset990_OneShotBrain"
+    target.mkdir(parents=True)
+    (target / "mine.txt").write_text("user data")
+    r = _cli(["make-dataset", "brain"], _env(tmp_path))
+    assert r.returncode != 0 and r.stderr.strip().startswith("error:") and "\n" not in r.stderr.strip()
+    assert (target / "mine.txt").read_text() == "user data"

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
+
+S = (12, 14, 10)
+
+
+def _atlas():
+    lab = np.zeros((1, *S), np.int16)
+    lab[0, 3:9, 4:10, 2:8] = 1
+    lab[0, 5:7, 6:8, 4:6] = 2
+    img = np.choose(lab, [0.0, 1.0, 2.0]).astype(np.float32)
+    return img, lab
+
+
+def _synth(flows, subjects, cfg):
+    return PairSynthesizer({"a": _atlas()}, subjects, flows, num_classes=3, config=cfg)
+
+
+def test_zero_flow_without_appearance_reproduces_atlas():
+    img, lab = _atlas()
+    subj = {"s": img * 3 + 1}
+    syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, subj, SynthesisConfig(0.0, 2.0, (1.0, 1.0), 0.0))
+    out_img, out_lab, real, exact = syn.sample("s", np.random.default_rng(0))
+    assert exact
+    np.testing.assert_allclose(out_img, img, atol=1e-5)
+    np.testing.assert_array_equal(out_lab, lab)
+    np.testing.assert_array_equal(real, subj["s"])
+
+
+def test_translation_moves_label():
+    img, lab = _atlas()
+    flow = np.zeros((3, *S), np.float32)
+    flow[0] = 1.0  # pull-back: out(x) = atlas(x + 1) -> structures move one voxel toward 0 along D
+    syn = _synth({("a", "s"): flow}, {"s": img}, SynthesisConfig(0.0, 2.0, (1.0, 1.0), 0.0))
+    _, out_lab, _, _ = syn.sample("s", np.random.default_rng(0))
+    np.testing.assert_array_equal(out_lab[0, 2:8], lab[0, 3:9])
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_appearance_moves_structure_means_toward_subject(beta):
+    img, lab = _atlas()
+    subj = img * 2 + 0.5  # per-structure means 0.5, 2.5, 4.5; stds 0
+    syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, {"s": subj}, SynthesisConfig(0.0, 2.0, (1, 1), 1.0))
+    out = syn.adapt_appearance(img, lab, "a", "s", beta)
+    for k in range(3):
+        m = lab[0] == k
+        expected = (1 - beta) * img[0][m].mean() + beta * subj[0][m].mean()
+        assert out[0][m].mean() == pytest.approx(expected, abs=1e-4)
+
+
+def test_flow_interpolation_between_subjects():
+    img, _ = _atlas()
+    f1 = np.full((3, *S), 1.0, np.float32)
+    f2 = np.full((3, *S), -1.0, np.float32)
+    syn = _synth({("a", "s1"): f1, ("a", "s2"): f2}, {"s1": img, "s2": img}, SynthesisConfig(1.0, 2.0, (1, 1), 0.0))
+    rng = np.random.default_rng(1)
+    seen_mixed = False
+    for _ in range(20):
+        flow, exact = syn.sample_flow("a", "s1", rng)
+        assert np.all(flow <= 1.0 + 1e-6) and np.all(flow >= -1.0 - 1e-6)
+        if not exact:
+            seen_mixed = True
+            assert np.ptp(flow) < 1e-6 and abs(flow.flat[0]) < 1.0  # a convex mix of +1 and -1
+    assert seen_mixed
+
+
+def test_missing_flow_raises():
+    img, _ = _atlas()
+    with pytest.raises(ValueError, match="flows missing"):
+        _synth({}, {"s": img}, SynthesisConfig())
+
+
+def test_pad_roundtrip_and_canvas():
+    x = np.random.rand(2, 5, 6, 7).astype(np.float32)
+    shape = canvas_shape([(5, 6, 7), (9, 3, 4)], 4)
+    assert shape == (12, 8, 8)
+    padded, crop = pad_to_shape(x, shape, -1.0)
+    assert padded.shape == (2, *shape)
+    np.testing.assert_array_equal(padded[crop], x)
+    with pytest.raises(ValueError):
+        pad_to_shape(x, (4, 6, 7), 0)
