@@ -61,3 +61,47 @@ def test_stock_plan_train_predict_evaluate(workdir):
     assert prop["mean"] > 0.5, prop
     # nothing in the user's raw data was modified or added
     assert sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*")) == raw_before
+
+
+def test_continue_restores_registration_and_reuses_unlabelled_cache(workdir):
+    root, env = workdir
+    model = root / "res" / "Dataset901_Toy" / "OneShotRegAugTrainer_tiny__nnUNetPlans__3d_fullres" / "fold_all"
+    if not (model / "checkpoint_final.pth").is_file():
+        pytest.skip("needs the model trained by test_stock_plan_train_predict_evaluate")
+    cache = root / "pre" / "Dataset901_Toy" / "nnUNetPlans_3d_fullres_unlabelled" / "toy_u00.npy"
+    mtime = cache.stat().st_mtime_ns
+    log = _run([f"{BIN}/nnUNetv2_train", "901", "3d_fullres", "all", "-tr", "OneShotRegAugTrainer_tiny",
+                "-device", "cpu", "--c"], env, root)
+    assert "Registration stage already done" in log
+    assert "using 4 cached preprocessed cases" in log
+    assert cache.stat().st_mtime_ns == mtime
+
+
+def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path):
+    import numpy as np
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
+    from nnunetv2_oneshot.validation import validate_oneshot_dataset
+    root, _ = workdir
+    plans_file = root / "pre" / "Dataset901_Toy" / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        pytest.skip("needs the plans made by test_stock_plan_train_predict_evaluate")
+    ds = validate_oneshot_dataset(str(root / "raw" / "Dataset901_Toy"))
+    pm = PlansManager(str(plans_file))
+    out = str(tmp_path / "nnUNetPlans_3d_fullres")
+    kw = dict(configuration="3d_fullres", dataset_json=ds.dataset_json, preprocessed_dataset_folder=out,
+              verbose=False)
+    folder = preprocess_unlabelled(ds.unlabelled, pm, pm.get_configuration("3d_fullres"), **kw)
+    assert folder == out + "_unlabelled"
+    shape1 = np.load(os.path.join(folder, "toy_u00.npy")).shape
+    # same plans: cached (file untouched)
+    t = os.stat(os.path.join(folder, "toy_u00.npy")).st_mtime_ns
+    preprocess_unlabelled(ds.unlabelled, pm, pm.get_configuration("3d_fullres"), **kw)
+    assert os.stat(os.path.join(folder, "toy_u00.npy")).st_mtime_ns == t
+    # coarser target spacing in the plans: redone, at the new resolution
+    plans = pm.plans
+    plans["configurations"]["3d_fullres"]["spacing"] = [3.0, 3.0, 3.0]
+    pm2 = PlansManager(plans)
+    preprocess_unlabelled(ds.unlabelled, pm2, pm2.get_configuration("3d_fullres"), **kw)
+    shape2 = np.load(os.path.join(folder, "toy_u00.npy")).shape
+    assert shape2[1] < shape1[1]

@@ -16,8 +16,8 @@ class OneShotRegAugTrainer_tiny(OneShotRegAugTrainer):
         self.registration_encoder_channels = (8, 16, 16, 16)
         self.registration_decoder_channels = (16, 16, 16, 8)
         self.registration_log_every = 10
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 5
+        self.num_epochs = 3
+        self.num_iterations_per_epoch = 10
         self.num_val_iterations_per_epoch = 1
 
 
