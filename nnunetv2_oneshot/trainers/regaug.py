@@ -198,19 +198,11 @@ class OneShotRegAugTrainer(nnUNetTrainer):
     def _plot_registration_progress(self):
         if not self.registration_log or self.local_rank != 0:
             return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from nnunetv2_oneshot.plotting import plot_curves
         it, sim, sm = np.array(self.registration_log).T
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        ax.plot(it, sim, label="local NCC loss (−NCC)")
-        ax.plot(it, sm, label="smoothness")
-        ax.set_xlabel("registration iteration")
-        ax.legend()
-        ax.set_title("Stage 1: registration atlas → unlabelled")
-        fig.tight_layout()
-        fig.savefig(join(self.output_folder, "progress_registration.png"))
-        plt.close(fig)
+        plot_curves(join(self.output_folder, "progress_registration.png"), it,
+                    {"local NCC loss (−NCC)": sim, "smoothness": sm},
+                    "Stage 1: registration atlas → unlabelled scans", "registration iteration")
 
     @torch.no_grad()
     def compute_flows(self) -> Dict[Tuple[str, str], np.ndarray]:

@@ -1,36 +1,87 @@
-"""Short variants for tests, the demo and CPU machines: one class per setting, names that say the setting
-(like nnU-Net's nnUNetTrainer_Xepochs)."""
-import torch
+"""Variants: one class per setting, with names that say the setting (like nnU-Net's nnUNetTrainer_Xepochs).
 
+Ablations override method knobs; budgets (``_tiny`` for smoke tests, ``_cpu`` for the demo on 2 CPU cores
+with the CPU plan) set epochs and iterations. Every budget has a plain-nnUNetTrainer twin with the same
+student budget (``nnUNetTrainer_oneshotTiny`` / ``nnUNetTrainer_oneshotCPU``): the fair baseline.
+"""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 
+# student budgets (shared with the plain nnUNetTrainer twins)
+TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1)
+CPU = dict(num_epochs=12, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2)
+# registration budgets: narrower net and Adam 1e-3 (the published 1e-4 needs thousands of iterations)
+TINY_REG = dict(registration_num_iterations=20, registration_lr=1e-3, registration_log_every=10,
+                registration_encoder_channels=(8, 16, 16, 16), registration_decoder_channels=(16, 16, 16, 8))
+CPU_REG = dict(registration_num_iterations=150, registration_lr=1e-3, registration_log_every=25,
+               registration_encoder_channels=(16, 32, 32, 32), registration_decoder_channels=(32, 32, 32, 16))
 
-class OneShotRegAugTrainer_tiny(OneShotRegAugTrainer):
-    """Smoke-test budget (seconds on a CPU): proves the pipeline runs, learns next to nothing."""
+
+def apply_budget(trainer, *budgets: dict):
+    for budget in budgets:
+        for k, v in budget.items():
+            if not hasattr(trainer, k):
+                raise AttributeError(f"{type(trainer).__name__} has no attribute {k}")
+            setattr(trainer, k, v)
+
+
+# ---------------------------------------------------------------- ablations of the distillation
+class OneShotDistillTrainer_noHint(OneShotDistillTrainer):
+    """λ_hint = 0: the teacher still trains but guides nothing."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.registration_num_iterations = 20
-        self.registration_lr = 1e-3
-        self.registration_encoder_channels = (8, 16, 16, 16)
-        self.registration_decoder_channels = (16, 16, 16, 8)
-        self.registration_log_every = 10
-        self.num_epochs = 3
-        self.num_iterations_per_epoch = 10
-        self.num_val_iterations_per_epoch = 1
+        self.lambda_hint = 0.0
 
 
-class OneShotRegAugTrainer_cpu(OneShotRegAugTrainer):
-    """Demo budget for 2 CPU cores and the CPU plan (nnUNetOneShotCPUPlans)."""
+class OneShotDistillTrainer_noRecon(OneShotDistillTrainer):
+    """No reconstruction loss after a warm-up: the teacher learns to reconstruct during the first 10% of the
+    epochs, then is FROZEN and the hint distils fixed features. (Removing the teacher would be _noHint; a
+    teacher never trained to reconstruct would distil random features.)"""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.registration_num_iterations = 600
-        self.registration_lr = 1e-3
-        self.registration_encoder_channels = (16, 32, 32, 32)
-        self.registration_decoder_channels = (32, 32, 32, 16)
-        self.num_epochs = 40
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 2
+        self.teacher_train_fraction = 0.1
+
+
+class OneShotDistillTrainer_offline1pair(OneShotDistillTrainer):
+    """The published setting: ONE synthetic pair per unlabelled scan (atlas∘phi_i, label∘phi_i), no flow
+    sampling and no appearance change, so every draw of a scan gives the same pair (nnU-Net's own
+    augmentation still applies on top)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.synthesis.flow_interpolation_prob = 0.0
+        self.synthesis.flow_scale_range = (1.0, 1.0)
+        self.synthesis.appearance_prob = 0.0
+
+
+# ---------------------------------------------------------------- budgets
+def _budgeted(name: str, base: type, *budgets: dict) -> type:
+    """Subclass ``base`` as ``name`` with the given budgets; assigned to a module-level name of the same
+    spelling, which is what nnU-Net's lookup, output folders and checkpoints go by."""
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        apply_budget(self, *budgets)
+    return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} with budget {budgets}"})
+
+
+nnUNetTrainer_oneshotTiny = _budgeted("nnUNetTrainer_oneshotTiny", nnUNetTrainer, TINY)
+nnUNetTrainer_oneshotCPU = _budgeted("nnUNetTrainer_oneshotCPU", nnUNetTrainer, CPU)
+OneShotRegAugTrainer_tiny = _budgeted("OneShotRegAugTrainer_tiny", OneShotRegAugTrainer, TINY, TINY_REG)
+OneShotRegAugTrainer_cpu = _budgeted("OneShotRegAugTrainer_cpu", OneShotRegAugTrainer, CPU, CPU_REG)
+OneShotDistillTrainer_tiny = _budgeted("OneShotDistillTrainer_tiny", OneShotDistillTrainer, TINY, TINY_REG)
+OneShotDistillTrainer_cpu = _budgeted("OneShotDistillTrainer_cpu", OneShotDistillTrainer, CPU, CPU_REG)
+OneShotDistillTrainer_noHint_cpu = _budgeted("OneShotDistillTrainer_noHint_cpu", OneShotDistillTrainer_noHint,
+                                             CPU, CPU_REG)
+OneShotDistillTrainer_noRecon_cpu = _budgeted("OneShotDistillTrainer_noRecon_cpu", OneShotDistillTrainer_noRecon,
+                                              CPU, CPU_REG)
+OneShotDistillTrainer_offline1pair_cpu = _budgeted("OneShotDistillTrainer_offline1pair_cpu",
+                                                   OneShotDistillTrainer_offline1pair, CPU, CPU_REG)
