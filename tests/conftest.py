@@ -1,5 +1,37 @@
 import os
+import subprocess
 import sys
+
+import pytest
 
 # tests import helpers (toy_data) from this folder
 sys.path.insert(0, os.path.dirname(__file__))
+
+from toy_data import make_toy_dataset  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+
+
+def run_cmd(cmd, env, cwd):
+    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="session")
+def toy_planned(tmp_path_factory):
+    """A tiny one-shot dataset, planned and preprocessed with the STOCK nnU-Net command, and an environment
+    with exactly the three nnU-Net folders exported (plus PATH/HOME so that a shell works at all)."""
+    root = tmp_path_factory.mktemp("toy")
+    make_toy_dataset(str(root / "raw"), dataset_id=901)
+    env = {"PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(root)),
+           "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
+           "nnUNet_results": str(root / "res")}
+    raw_before = snapshot(root / "raw")
+    run_cmd([f"{BIN}/nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "3d_fullres", "-np", "1"], env, root)
+    return root, env, raw_before
+
+
+def snapshot(folder):
+    """Every path under ``folder`` with its size and mtime: equal snapshots = nothing added, removed or changed."""
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))

@@ -1,37 +1,18 @@
 """Types the stock nnU-Net commands in subprocesses, as a user would, on a tiny one-shot dataset."""
 import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 
-from toy_data import make_toy_dataset
 
-BIN = os.path.dirname(sys.executable)
-
-
-def _run(cmd, env, cwd):
-    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
+from conftest import BIN, run_cmd as _run, snapshot
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    make_toy_dataset(str(root / "raw"), dataset_id=901)
-    # exactly what the issue allows: the three nnU-Net folders (PATH/HOME so that a shell works at all)
-    env = {"PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(root)),
-           "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-           "nnUNet_results": str(root / "res")}
-    return root, env
+def workdir(toy_planned):
+    return toy_planned
 
 
 def test_stock_plan_train_predict_evaluate(workdir):
-    root, env = workdir
-    raw_before = sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*"))
-    _run([f"{BIN}/nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "3d_fullres", "-np", "1"], env, root)
+    root, env, raw_before = workdir
     log = _run([f"{BIN}/nnUNetv2_train", "901", "3d_fullres", "all", "-tr", "OneShotRegAugTrainer_tiny",
                 "-device", "cpu"], env, root)
     assert "Stage 1/2" in log and "Stage 2/2" in log and "no labelled validation data" in log
@@ -60,11 +41,11 @@ def test_stock_plan_train_predict_evaluate(workdir):
     assert pred["per_label"]["outer"] > 0.5, pred
     assert prop["mean"] > 0.5, prop
     # nothing in the user's raw data was modified or added
-    assert sorted(p.relative_to(root / "raw") for p in (root / "raw").rglob("*")) == raw_before
+    assert snapshot(root / "raw") == raw_before
 
 
 def test_continue_restores_registration_and_reuses_unlabelled_cache(workdir):
-    root, env = workdir
+    root, env, _ = workdir
     model = root / "res" / "Dataset901_Toy" / "OneShotRegAugTrainer_tiny__nnUNetPlans__3d_fullres" / "fold_all"
     if not (model / "checkpoint_final.pth").is_file():
         pytest.skip("needs the model trained by test_stock_plan_train_predict_evaluate")
@@ -82,7 +63,7 @@ def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
     from nnunetv2_oneshot.validation import validate_oneshot_dataset
-    root, _ = workdir
+    root, _, _ = workdir
     plans_file = root / "pre" / "Dataset901_Toy" / "nnUNetPlans.json"
     if not plans_file.is_file():
         pytest.skip("needs the plans made by test_stock_plan_train_predict_evaluate")

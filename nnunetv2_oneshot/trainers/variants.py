@@ -11,7 +11,7 @@ from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 
 # student budgets (shared with the plain nnUNetTrainer twins)
-TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1)
+TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1, save_every=1)
 CPU = dict(num_epochs=12, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2)
 # registration budgets: narrower net and Adam 1e-3 (the published 1e-4 needs thousands of iterations)
 TINY_REG = dict(registration_num_iterations=20, registration_lr=1e-3, registration_log_every=10,

@@ -1,0 +1,69 @@
+"""OneShotDistillTrainer through the stock commands: train, kill mid-epoch, resume with --c, predict."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, run_cmd
+
+TRAINER = "OneShotDistillTrainer_tiny"
+CURVES = ("train_losses", "val_losses", "train_seg_losses", "train_recon_losses", "train_hint_losses",
+          "train_registration_ncc")
+
+
+def _model(root):
+    return root / "res" / "Dataset901_Toy" / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
+
+
+def test_kill_mid_epoch_then_continue_restores_everything(toy_planned):
+    import torch
+    root, env, _ = toy_planned
+    model = _model(root)
+    cmd = [f"{BIN}/nnUNetv2_train", "901", "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
+    with open(root / "distill_first.log", "w") as log:
+        p = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 600
+        # the tiny budget saves checkpoint_latest after every epoch; wait for epoch 0's, then into epoch 1
+        while not (model / "checkpoint_latest.pth").is_file():
+            assert p.poll() is None, open(root / "distill_first.log").read()[-3000:]
+            assert time.time() < deadline, "no checkpoint_latest within 10 minutes"
+            time.sleep(0.5)
+        time.sleep(3)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert not (model / "checkpoint_final.pth").is_file(), "training ended before it could be killed"
+    latest = torch.load(model / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] >= 1 and "teacher" in latest["oneshot"]
+
+    log = run_cmd(cmd + ["--c"], env, root)
+    assert "Registration stage already done" in log
+    final = torch.load(model / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    # every curve continues: exactly one value per epoch, none lost, none doubled
+    for k in CURVES:
+        assert len(final["logging"][k]) == 3, (k, final["logging"][k])
+    starts = final["logging"]["epoch_start_timestamps"]
+    assert starts == sorted(starts)
+    # the networks of the killed run were restored, not re-initialised: the registration net never trains in
+    # stage 2, so it must equal the killed run's exactly
+    for k, v in latest["oneshot"]["registration_net"].items():
+        assert torch.equal(v, final["oneshot"]["registration_net"][k]), k
+    assert final["oneshot"]["registration_iteration"] == latest["oneshot"]["registration_iteration"]
+    # the teacher kept training from where it was (its weights moved on from the killed run's)
+    assert any(not torch.equal(v, final["oneshot"]["teacher"][k]) for k, v in latest["oneshot"]["teacher"].items())
+    assert (model / "progress_oneshot.png").is_file()
+
+
+def test_stock_predict_loads_the_student(toy_planned):
+    root, env, _ = toy_planned
+    if not (_model(root) / "checkpoint_final.pth").is_file():
+        pytest.skip("needs the model of the previous test")
+    out = root / "pred_distill"
+    run_cmd([f"{BIN}/nnUNetv2_predict", "-i", str(root / "raw/Dataset901_Toy/imagesTs"), "-o", str(out), "-d", "901",
+             "-c", "3d_fullres", "-f", "all", "-tr", TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"], env, root)
+    import json
+    from nnunetv2_oneshot.evaluation import dice_per_label
+    dj = json.load(open(root / "raw/Dataset901_Toy/dataset.json"))
+    res = dice_per_label(str(out), str(root / "raw/Dataset901_Toy/labelsTs"), dj)
+    assert res["per_label"]["outer"] > 0.5, res  # chance ~0.1
