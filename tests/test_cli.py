@@ -80,3 +80,14 @@ def test_make_dataset_refuses_foreign_folder(tmp_path):
     r = _cli(["make-dataset", "brain"], _env(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().startswith("error:") and "\n" not in r.stderr.strip()
     assert (target / "mine.txt").read_text() == "user data"
+
+
+def test_trainers_folder_loads_as_an_nnUNet_extTrainer_path():
+    # exactly the call nnU-Net makes for each folder in nnUNet_extTrainer (modules imported by bare name)
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    import nnunetv2_oneshot.trainers as t
+    folder = t.__path__[0]
+    for name in ("OneShotDistillTrainer", "OneShotRegAugTrainer_tiny", "OneShotDistillTrainer_noHint_cpu"):
+        cls = recursive_find_python_class(folder, name, None, base_folder=folder, verbose=False,
+                                          cleanup_imports_from_base_folder=True)
+        assert cls is not None and cls.__name__ == name

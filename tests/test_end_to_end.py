@@ -86,3 +86,15 @@ def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path)
     preprocess_unlabelled(ds.unlabelled, pm2, pm2.get_configuration("3d_fullres"), **kw)
     shape2 = np.load(os.path.join(folder, "toy_u00.npy")).shape
     assert shape2[1] < shape1[1]
+
+
+def test_fold_0_and_fold_all_train_on_the_labelled_case_and_validate_on_it(workdir):
+    root, env, _ = workdir
+    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
+            "import torch\n"
+            "for fold in (0, 'all'):\n"
+            "    t = get_trainer_from_args('901', '3d_fullres', fold, 'OneShotRegAugTrainer_tiny',"
+            " device=torch.device('cpu'))\n"
+            "    print(fold, t.do_split())\n")
+    out = _run([f"{BIN}/python", "-c", code], env, root)
+    assert "0 (['toy_000'], ['toy_000'])" in out and "all (['toy_000'], ['toy_000'])" in out

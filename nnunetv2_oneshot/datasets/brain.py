@@ -24,7 +24,7 @@ from nnunetv2_oneshot.constants import BRAIN_DATASET_ID
 from nnunetv2_oneshot.datasets.common import (FILE_ENDING, FOLDERS, Geometry, Progress, case_rng, dataset_folder_name,
                                               dataset_writer, random_bias_field, random_linear,
                                               random_smooth_displacement, smooth_random_field, source_coordinates,
-                                              warp, write_case, write_dataset_json, write_marker)
+                                              warp, write_dataset_json, write_role_case, write_marker)
 
 NAME = "OneShotBrain"
 
@@ -335,10 +335,6 @@ def brain_cases() -> list[tuple[str, str, str, bool]]:
     return cases
 
 
-_ROLE_FOLDERS = {"atlas": ("images_train", "labels_train"), "unlabelled": ("images_unlabelled", "labels_oracle"),
-                 "test": ("images_test", "labels_test")}
-
-
 def make_brain_dataset(raw_root: str, dataset_id: int = BRAIN_DATASET_ID, seed: int = 0, overwrite: bool = False,
                        verbose: bool = True) -> str:
     """Write Dataset{id}_OneShotBrain into ``raw_root`` and return its path. See docs/DATASETS.md."""
@@ -355,8 +351,7 @@ def make_brain_dataset(raw_root: str, dataset_id: int = BRAIN_DATASET_ID, seed: 
         case_donor = {}
         for case, role, donor, deform in cases:
             image, label, geometry = synthesise_case(donor, shape, seed, case, deform)
-            fi, fl = _ROLE_FOLDERS[role]
-            write_case(os.path.join(tmp, FOLDERS[fi]), os.path.join(tmp, FOLDERS[fl]), case, image, label, geometry)
+            write_role_case(tmp, role, case, image, label, geometry)
             split[role].append(case)
             case_donor[case] = donor
         log(f"{len(cases)} cases written: 1 atlas, {len(split['unlabelled'])} unlabelled, {len(split['test'])} test "

@@ -35,6 +35,9 @@ FOLDERS = {
     "images_test": "imagesTs",
     "labels_test": "labelsTs",
 }
+# (image folder, label folder) of each role a generated case can have
+ROLE_FOLDERS = {"atlas": ("images_train", "labels_train"), "unlabelled": ("images_unlabelled", "labels_oracle"),
+                "test": ("images_test", "labels_test")}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -283,3 +286,10 @@ class Progress:
     def __call__(self, msg: str) -> None:
         if self.verbose:
             print(f"[{self.prefix}] {msg}", flush=True)
+
+
+def write_role_case(dataset_folder: str, role: str, case: str, image, label, geometry) -> None:
+    """Writes a case into the image/label folders of its role (atlas, unlabelled or test)."""
+    fi, fl = ROLE_FOLDERS[role]
+    write_case(os.path.join(dataset_folder, FOLDERS[fi]), os.path.join(dataset_folder, FOLDERS[fl]), case, image,
+               label, geometry)

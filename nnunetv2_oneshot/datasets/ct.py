@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from nnunetv2_oneshot.constants import CT_DATASET_ID
 from nnunetv2_oneshot.datasets.common import (FILE_ENDING, FOLDERS, Geometry, Progress, case_rng, dataset_folder_name,
                                               dataset_writer, random_linear, random_smooth_displacement,
-                                              source_coordinates, warp, write_case, write_dataset_json, write_marker)
+                                              source_coordinates, warp, write_dataset_json, write_role_case, write_marker)
 
 NAME = "OneShotChestCT"
 #: in-plane size after downsampling (the FOV is kept: 128 -> 96 voxels, 3.05 -> 4.06 mm); slices unchanged
@@ -125,10 +125,6 @@ def ct_cases() -> list[tuple[str, str]]:
             + [(f"ct_test{i:02d}", "test") for i in range(1, NUM_TEST + 1)])
 
 
-_ROLE_FOLDERS = {"atlas": ("images_train", "labels_train"), "unlabelled": ("images_unlabelled", "labels_oracle"),
-                 "test": ("images_test", "labels_test")}
-
-
 def make_ct_dataset(raw_root: str, dataset_id: int = CT_DATASET_ID, seed: int = 0, overwrite: bool = False,
                     verbose: bool = True) -> str:
     """Write Dataset{id}_OneShotChestCT into ``raw_root`` and return its path. See docs/DATASETS.md."""
@@ -144,8 +140,7 @@ def make_ct_dataset(raw_root: str, dataset_id: int = CT_DATASET_ID, seed: int = 
             rng = None if role == "atlas" else case_rng(seed, "ct", case)
             img, lab, geo = make_case(image, label, geometry, rng)
             out_shape = img.shape
-            fi, fl = _ROLE_FOLDERS[role]
-            write_case(os.path.join(tmp, FOLDERS[fi]), os.path.join(tmp, FOLDERS[fl]), case, img, lab, geo)
+            write_role_case(tmp, role, case, img, lab, geo)
             split[role].append(case)
         log(f"1 atlas + {NUM_UNLABELLED} unlabelled + {NUM_TEST} test pseudo-subjects of one scan, {out_shape} "
             f"({time.time() - t0:.1f} s)")
