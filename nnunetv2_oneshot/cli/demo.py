@@ -16,9 +16,9 @@ PLANS = "nnUNetOneShotCPUPlans"
 # (label in the table, trainer) per budget; the first is the baseline a user has today
 METHODS = {
     "full": [("nnUNetTrainer (1 label)", "nnUNetTrainer_oneshotCPU"),
-             ("OneShotRegAugTrainer", "OneShotRegAugTrainer_cpu")],
+             ("OneShotDistillTrainer", "OneShotDistillTrainer_cpu")],
     "quick": [("nnUNetTrainer (1 label)", "nnUNetTrainer_oneshotTiny"),
-              ("OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny")],
+              ("OneShotDistillTrainer", "OneShotDistillTrainer_tiny")],
 }
 PROPAGATION = "atlas propagation"
 

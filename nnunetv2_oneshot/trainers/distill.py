@@ -9,7 +9,7 @@ compares the last two decoder levels voxel by voxel.
 
     L = λ_seg·L_seg (nnU-Net's Dice+CE, deep supervision) + λ_recon·L_recon + λ_hint·L_hint
 
-Teacher and student share nnU-Net's SGD optimiser (one optimiser, one lr schedule, one checkpointed state).
+Teacher and student share one optimiser (one lr schedule, one checkpointed state; see trainers/common.py).
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         # exact pairing: an interpolated flow has no real scan it is aligned with, so no hint could be formed
         self.synthesis.flow_interpolation_prob = 0.0
         self.synthesis_with_real_image = True
+        # convs per stage of the teacher; None = as planned for the student. The hint needs only the decoder
+        # features' SHAPES to match (stages, widths, strides), so 1 conv per stage halves the teacher's cost.
+        self.teacher_convs_per_stage = 1
         self.teacher = None
         for k in ONESHOT_CURVES:
             self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
@@ -54,7 +57,12 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         c = determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json)
         cm = self.configuration_manager
-        return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+        kwargs = dict(cm.network_arch_init_kwargs)
+        if self.teacher_convs_per_stage is not None:
+            n = self.teacher_convs_per_stage
+            kwargs["n_conv_per_stage"] = [n] * len(kwargs["n_conv_per_stage"])
+            kwargs["n_conv_per_stage_decoder"] = [n] * len(kwargs["n_conv_per_stage_decoder"])
+        return get_network_from_plans(cm.network_arch_class_name, kwargs,
                                       cm.network_arch_init_kwargs_req_import, c, c, allow_init=True,
                                       deep_supervision=False)
 
@@ -71,12 +79,9 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         # forward hooks read the decoder features; keep the graph eager
         return False
 
-    def configure_optimizers(self):
-        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-        params = list(self.network.parameters()) + list(self.teacher.parameters())
-        optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+    def optimizer_parameters(self):
+        # one optimiser for teacher and student: one lr schedule and one checkpointed optimiser state
+        return list(self.network.parameters()) + list(self.teacher.parameters())
 
     def _reconstruction_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.recon_loss == "l1":

@@ -20,6 +20,7 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_oneshot.trainers.common import OptimizerChoice
 from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
@@ -54,7 +55,7 @@ class SyntheticPairDataset:
         return self.load_case(identifier)
 
 
-class OneShotRegAugTrainer(nnUNetTrainer):
+class OneShotRegAugTrainer(OptimizerChoice, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # nnU-Net pops this flag inside super().__init__; we need it to resume the registration stage

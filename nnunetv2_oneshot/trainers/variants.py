@@ -7,12 +7,14 @@ student budget (``nnUNetTrainer_oneshotTiny`` / ``nnUNetTrainer_oneshotCPU``): t
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_oneshot.trainers.common import OptimizerChoice
 from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 
 # student budgets (shared with the plain nnUNetTrainer twins)
 TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1, save_every=1)
-CPU = dict(num_epochs=12, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2)
+CPU = dict(num_epochs=24, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2, optimizer_name="adamw",
+           initial_lr=1e-3)
 # registration budgets: narrower net and Adam 1e-3 (the published 1e-4 needs thousands of iterations)
 TINY_REG = dict(registration_num_iterations=20, registration_lr=1e-3, registration_log_every=10,
                 registration_encoder_channels=(8, 16, 16, 16), registration_decoder_channels=(16, 16, 16, 8))
@@ -26,6 +28,11 @@ def apply_budget(trainer, *budgets: dict):
             if not hasattr(trainer, k):
                 raise AttributeError(f"{type(trainer).__name__} has no attribute {k}")
             setattr(trainer, k, v)
+
+
+class nnUNetTrainer_oneshotBaseline(OptimizerChoice, nnUNetTrainer):
+    """Plain nnUNetTrainer (trains on the labelled case(s) only) with the same optimiser knob as ours, so
+    that a budget can set both alike. With the defaults it IS nnUNetTrainer."""
 
 
 # ---------------------------------------------------------------- ablations of the distillation
@@ -73,8 +80,8 @@ def _budgeted(name: str, base: type, *budgets: dict) -> type:
     return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} with budget {budgets}"})
 
 
-nnUNetTrainer_oneshotTiny = _budgeted("nnUNetTrainer_oneshotTiny", nnUNetTrainer, TINY)
-nnUNetTrainer_oneshotCPU = _budgeted("nnUNetTrainer_oneshotCPU", nnUNetTrainer, CPU)
+nnUNetTrainer_oneshotTiny = _budgeted("nnUNetTrainer_oneshotTiny", nnUNetTrainer_oneshotBaseline, TINY)
+nnUNetTrainer_oneshotCPU = _budgeted("nnUNetTrainer_oneshotCPU", nnUNetTrainer_oneshotBaseline, CPU)
 OneShotRegAugTrainer_tiny = _budgeted("OneShotRegAugTrainer_tiny", OneShotRegAugTrainer, TINY, TINY_REG)
 OneShotRegAugTrainer_cpu = _budgeted("OneShotRegAugTrainer_cpu", OneShotRegAugTrainer, CPU, CPU_REG)
 OneShotDistillTrainer_tiny = _budgeted("OneShotDistillTrainer_tiny", OneShotDistillTrainer, TINY, TINY_REG)
