@@ -25,7 +25,7 @@ from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisCo
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
 from nnunetv2_oneshot.unlabelled import load_unlabelled, preprocess_unlabelled
-from nnunetv2_oneshot.validation import validate_oneshot_dataset
+from nnunetv2_oneshot.validation import OneShotDatasetError, validate_oneshot_dataset
 
 VALIDATION_NOTE = ("One-shot training: there is no labelled validation data. The 'pseudo dice' below and the final "
                    "validation are measured on the labelled atlas case(s) that the synthetic training pairs are made "
@@ -100,7 +100,10 @@ class OneShotRegAugTrainer(OptimizerChoice, nnUNetTrainer):
     def _load_oneshot_data(self):
         """Validates the raw dataset, preprocesses the unlabelled images (cached) and puts atlas(es) and subjects
         on one canvas. Everything here is small for one-shot data (1..k labelled + N unlabelled volumes)."""
-        ds = validate_oneshot_dataset(self._raw_dataset_folder())
+        try:
+            ds = validate_oneshot_dataset(self._raw_dataset_folder())
+        except OneShotDatasetError as e:  # one line for the user, not a traceback through nnU-Net
+            raise SystemExit(f"error: {e}") from None
         self.print_to_log_file(f"One-shot dataset: {len(ds.labelled)} labelled case(s) (atlas: {ds.atlas}), "
                                f"{len(ds.unlabelled)} unlabelled image(s)")
         self.print_to_log_file(VALIDATION_NOTE)
