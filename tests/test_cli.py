@@ -91,3 +91,10 @@ def test_trainers_folder_loads_as_an_nnUNet_extTrainer_path():
         cls = recursive_find_python_class(folder, name, None, base_folder=folder, verbose=False,
                                           cleanup_imports_from_base_folder=True)
         assert cls is not None and cls.__name__ == name
+
+
+def test_validate_without_nnUNet_raw_says_so_in_one_line(tmp_path):
+    r = _cli(["validate", "901"], _env(tmp_path, nnUNet_raw=None))
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error:") and "nnUNet_raw is not set" in err

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-from nnunetv2_oneshot.constants import DATASET_JSON_KEY  # noqa: F401  (import check of our own package)
 
 OK, WARN, FAIL = "ok  ", "warn", "FAIL"
 

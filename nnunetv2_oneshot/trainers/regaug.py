@@ -92,7 +92,7 @@ class OneShotRegAugTrainer(OptimizerChoice, nnUNetTrainer):
         self.registration_optimizer = torch.optim.Adam(self.registration_net.parameters(), lr=self.registration_lr)
 
     def _raw_dataset_folder(self) -> str:
-        if nnUNet_raw is None:
+        if not nnUNet_raw:  # an _EnvPath in nnU-Net 2.8: falsy when the variable is unset
             raise RuntimeError("nnUNet_raw is not set: the one-shot trainers read the unlabelled images from the raw "
                                "dataset. Export nnUNet_raw.")
         return join(nnUNet_raw, self.plans_manager.dataset_name)
