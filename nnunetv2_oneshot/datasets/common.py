@@ -293,3 +293,13 @@ def write_role_case(dataset_folder: str, role: str, case: str, image, label, geo
     fi, fl = ROLE_FOLDERS[role]
     write_case(os.path.join(dataset_folder, FOLDERS[fi]), os.path.join(dataset_folder, FOLDERS[fl]), case, image,
                label, geometry)
+
+
+def oneshot_block(split: dict, seed: int, source: str, donors: dict, case_donor: dict, **extra) -> dict:
+    """The ``"oneshot"`` entry of a generated dataset.json: folders, atlas, split by role and donor, provenance."""
+    return {"unlabelled_folder": FOLDERS["images_unlabelled"], "oracle_labels_folder": FOLDERS["labels_oracle"],
+            "num_unlabelled": len(split["unlabelled"]), "atlas": split["atlas"][0], "source": source,
+            "seed": int(seed),
+            "split": {"atlas": split["atlas"], "unlabelled": split["unlabelled"], "test": split["test"],
+                      "donors": donors, "case_donor": case_donor},
+            **extra}

@@ -15,9 +15,10 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from nnunetv2_oneshot.constants import CT_DATASET_ID
-from nnunetv2_oneshot.datasets.common import (FILE_ENDING, FOLDERS, Geometry, Progress, case_rng, dataset_folder_name,
+from nnunetv2_oneshot.datasets.common import (FILE_ENDING, Geometry, Progress, case_rng, dataset_folder_name,
                                               dataset_writer, random_linear, random_smooth_displacement,
-                                              source_coordinates, warp, write_dataset_json, write_role_case, write_marker)
+                                              oneshot_block, source_coordinates, warp, write_dataset_json,
+                                              write_role_case, write_marker)
 
 NAME = "OneShotChestCT"
 #: in-plane size after downsampling (the FOV is kept: 128 -> 96 voxels, 3.05 -> 4.06 mm); slices unchanged
@@ -144,19 +145,12 @@ def make_ct_dataset(raw_root: str, dataset_id: int = CT_DATASET_ID, seed: int = 
             split[role].append(case)
         log(f"1 atlas + {NUM_UNLABELLED} unlabelled + {NUM_TEST} test pseudo-subjects of one scan, {out_shape} "
             f"({time.time() - t0:.1f} s)")
-        oneshot = {
-            "unlabelled_folder": FOLDERS["images_unlabelled"],
-            "oracle_labels_folder": FOLDERS["labels_oracle"],
-            "num_unlabelled": len(split["unlabelled"]),
-            "atlas": split["atlas"][0],
-            "source": "slicerio: 3D Slicer sample chest CT (CTChest4.nrrd) + Segmentation.seg.nrrd. ALL cases derive "
-                      "from this ONE real scan (pseudo-subjects = random deformations + intensity changes)",
-            "seed": int(seed),
-            "split": {"atlas": split["atlas"], "unlabelled": split["unlabelled"], "test": split["test"],
-                      "donors": {"atlas": ["CTChest4"], "unlabelled": ["CTChest4"], "test": ["CTChest4"]},
-                      "case_donor": {c: "CTChest4" for r in split.values() for c in r}},
-            "shape": list(out_shape),
-        }
+        oneshot = oneshot_block(
+            split, seed,
+            source="slicerio: 3D Slicer sample chest CT (CTChest4.nrrd) + Segmentation.seg.nrrd. ALL cases derive "
+                   "from this ONE real scan (pseudo-subjects = random deformations + intensity changes)",
+            donors={"atlas": ["CTChest4"], "unlabelled": ["CTChest4"], "test": ["CTChest4"]},
+            case_donor={c: "CTChest4" for r in split.values() for c in r}, shape=list(out_shape))
         write_dataset_json(tmp, {"0": "CT"}, labels, FILE_ENDING, oneshot, name=name,
                            description="One-shot chest CT segmentation, CI-sized. All cases derive from ONE real "
                                        "scan. See docs/DATASETS.md of nnunetv2_oneshot.",
