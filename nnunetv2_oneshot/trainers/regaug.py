@@ -122,7 +122,6 @@ class OneShotRegAugTrainer(OptimizerChoice, nnUNetTrainer):
                              multiple)
         pad_img = lambda x: pad_to_shape(x, shape, float(x.min()))[0]
         self.oneshot_data = {
-            "canvas": shape,
             "atlases_unpadded": atlases,
             "atlases": {k: (pad_img(i), pad_to_shape(s, shape, 0)[0]) for k, (i, s) in atlases.items()},
             "subjects": {k: pad_img(v) for k, v in subjects.items()},
