@@ -100,3 +100,46 @@ def test_fold_0_and_fold_all_train_on_the_labelled_case_and_validate_on_it(workd
             "    print(fold, t.do_split())\n")
     out = _run([f"{BIN}/python", "-c", code], env, root)
     assert "0 (['toy_000'], ['toy_000'])" in out and "all (['toy_000'], ['toy_000'])" in out
+
+
+@pytest.mark.parametrize("trainer, expected", [("OneShotRegAugTrainer_tiny", None),
+                                               ("OneShotDistillTrainer_tiny", None),
+                                               ("nnUNetTrainer_oneshotTiny", None),
+                                               ("nnUNetTrainer_oneshotBaseline", (0, 1, 2))])
+def test_mirroring_in_training_and_test_time_augmentation(workdir, trainer, expected):
+    root, env, _ = workdir
+    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
+            "import torch\n"
+            f"t = get_trainer_from_args('901', '3d_fullres', 'all', '{trainer}', device=torch.device('cpu'))\n"
+            "m = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]\n"
+            "print('AXES', m, t.inference_allowed_mirroring_axes)\n")
+    out = _run([f"{BIN}/python", "-c", code], env, root)
+    assert f"AXES {expected} {expected}" in out
+
+
+def test_checkpoint_tells_predict_not_to_mirror(workdir):
+    root, _, _ = workdir
+    import torch
+    ckpt = root / "res" / "Dataset901_Toy" / "OneShotRegAugTrainer_tiny__nnUNetPlans__3d_fullres" / "fold_all" / \
+        "checkpoint_final.pth"
+    if not ckpt.is_file():
+        pytest.skip("needs the model of test_stock_plan_train_predict_evaluate")
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["inference_allowed_mirroring_axes"] is None
+
+
+@pytest.mark.parametrize("trainer, prior", [("nnUNetTrainer_oneshotTiny", True), ("OneShotRegAugTrainer_tiny", True),
+                                            ("nnUNetTrainer_oneshotBaseline", False)])
+def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(workdir, trainer, prior):
+    root, env, _ = workdir
+    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
+            "import torch, numpy as np, SimpleITK as sitk\n"
+            f"t = get_trainer_from_args('901', '3d_fullres', 'all', '{trainer}', device=torch.device('cpu'))\n"
+            "t.initialize()\n"
+            "heads = t.network.decoder.seg_layers\n"
+            "p = torch.softmax(heads[0].bias.detach(), 0).numpy()\n"
+            f"lab = sitk.GetArrayFromImage(sitk.ReadImage('{root}/raw/Dataset901_Toy/labelsTr/toy_000.nii.gz'))\n"
+            "f = np.bincount(lab.ravel(), minlength=3) / lab.size\n"
+            "same = all(torch.equal(h.bias, heads[0].bias) for h in heads)\n"
+            "print('PRIOR', bool(np.abs(p - f).max() < 0.02 and same))\n")
+    out = _run([f"{BIN}/python", "-c", code], env, root)
+    assert f"PRIOR {prior}" in out

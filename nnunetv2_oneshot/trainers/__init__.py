@@ -5,12 +5,13 @@ from nnunetv2_oneshot.trainers.variants import (
     OneShotDistillTrainer_cpu, OneShotDistillTrainer_noHint, OneShotDistillTrainer_noHint_cpu,
     OneShotDistillTrainer_noRecon, OneShotDistillTrainer_noRecon_cpu, OneShotDistillTrainer_offline1pair,
     OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_tiny, OneShotRegAugTrainer_cpu,
-    OneShotRegAugTrainer_tiny, nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
+    OneShotRegAugTrainer_tiny, nnUNetTrainer_oneshotBaseline, nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
 
 __all__ = [
     "OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny", "OneShotRegAugTrainer_cpu",
     "OneShotDistillTrainer", "OneShotDistillTrainer_tiny", "OneShotDistillTrainer_cpu",
     "OneShotDistillTrainer_noHint", "OneShotDistillTrainer_noRecon", "OneShotDistillTrainer_offline1pair",
     "OneShotDistillTrainer_noHint_cpu", "OneShotDistillTrainer_noRecon_cpu",
-    "OneShotDistillTrainer_offline1pair_cpu", "nnUNetTrainer_oneshotTiny", "nnUNetTrainer_oneshotCPU",
+    "OneShotDistillTrainer_offline1pair_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
+    "nnUNetTrainer_oneshotCPU",
 ]

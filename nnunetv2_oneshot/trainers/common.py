@@ -1,4 +1,5 @@
 """Pieces shared by our trainers and by the plain-nnUNetTrainer baselines they are compared with."""
+import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
@@ -24,3 +25,88 @@ class OptimizerChoice:
         else:
             raise ValueError(f"optimizer_name must be 'sgd' or 'adamw', got {self.optimizer_name!r}")
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
+class MirroringChoice:
+    """``mirror_axes``: the spatial axes nnU-Net may mirror, in training augmentation AND in test-time
+    augmentation (nnU-Net stores them in the checkpoint for ``nnUNetv2_predict``). ``"nnunet"``: nnU-Net's
+    default (all three axes in 3D); ``None``: no mirroring (like ``nnUNetTrainerNoMirroring``); or a tuple.
+
+    One-shot trainers default to ``None``. A left/right flip of the one atlas swaps lateralised structures
+    (thalamus_left lands where thalamus_right is), so the network cannot learn which side is which, and a
+    flip along the other axes makes anatomy no scan has; registration synthesis gives realistic variety
+    instead. Measured on the brain dataset: see README "What was measured"."""
+
+    mirror_axes = "nnunet"
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if self.mirror_axes != "nnunet":
+            mirror_axes = None if self.mirror_axes is None else tuple(self.mirror_axes)
+            self.inference_allowed_mirroring_axes = mirror_axes
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+
+def class_prior_bias(counts: np.ndarray, regions=None) -> np.ndarray:
+    """Output biases that make an untrained network predict the label frequencies of ``counts`` (voxels per
+    label value, index = value): log-frequencies for softmax heads, or, for region-based (sigmoid) heads,
+    the logit of each region's frequency. Add-one smoothing keeps absent labels finite."""
+    counts = np.asarray(counts, dtype=np.float64) + 1.0
+    if regions is None:
+        return np.log(counts / counts.sum())
+    p = np.array([sum(counts[v] for v in np.atleast_1d(r) if v < len(counts)) for r in regions]) / counts.sum()
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class ClassPriorInit:
+    """``class_prior_init``: set the biases of the segmentation heads (every deep-supervision level) to the
+    label frequencies of the training cases, so that training starts from "predict the class prior" instead
+    of "every class everywhere" (the bias initialisation of RetinaNet's focal-loss paper).
+
+    Why: with a uniform start, a structure of 60 voxels out of 170k gets a soft-Dice gradient of about
+    2/(Σp + |g|) ≈ 2/11000 per voxel, so small structures are learnt only after the network has pushed them
+    down everywhere. Measured fitting the brain atlas (CPU plan, AdamW 1e-2, 300 iterations): mean Dice of
+    the 12 deep grey structures 0.00 with nnU-Net's init, 0.96 with this one (cortex/WM 0.79/0.86 vs
+    0.78/0.86). Only at the start of a training: a checkpoint, when loaded, overwrites it."""
+
+    class_prior_init = False
+
+    def initialize(self):
+        was = self.was_initialized
+        super().initialize()
+        if not was and self.class_prior_init:
+            self._init_heads_with_class_prior()
+
+    def _training_label_counts(self) -> np.ndarray:
+        tr_keys, _ = self.do_split()
+        ds = self.dataset_class(self.preprocessed_dataset_folder, tr_keys)
+        n = max(self.label_manager.all_labels) + 1
+        counts = np.zeros(n, dtype=np.int64)
+        for k in tr_keys:
+            seg = np.asarray(ds.load_case(k)[1])
+            # -1: outside the nonzero crop; the ignore label (always the largest value) is >= n
+            seg = seg[(seg >= 0) & (seg < n)].astype(np.int64)
+            counts += np.bincount(seg, minlength=n)
+        return counts
+
+    def _init_heads_with_class_prior(self):
+        net = self.network
+        net = getattr(net, "module", net)  # DDP
+        net = getattr(net, "_orig_mod", net)  # torch.compile
+        heads = getattr(getattr(net, "decoder", None), "seg_layers", None)
+        if heads is None:
+            self.print_to_log_file(f"class_prior_init: {type(net).__name__} has no decoder.seg_layers; skipped")
+            return
+        counts = self._training_label_counts()
+        regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
+        bias = torch.from_numpy(class_prior_bias(counts, regions)).float()
+        with torch.no_grad():
+            for head in heads:
+                if head.bias is None or head.bias.shape != bias.shape:
+                    self.print_to_log_file("class_prior_init: head without a matching bias; skipped")
+                    return
+                head.bias.copy_(bias.to(head.bias.device))
+        self.print_to_log_file("class_prior_init: segmentation head biases set from label frequencies "
+                               + np.array2string(counts / max(1, counts.sum()), precision=4, max_line_width=200))

@@ -20,7 +20,7 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_oneshot.trainers.common import OptimizerChoice
+from nnunetv2_oneshot.trainers.common import ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
@@ -55,12 +55,14 @@ class SyntheticPairDataset:
         return self.load_case(identifier)
 
 
-class OneShotRegAugTrainer(OptimizerChoice, nnUNetTrainer):
+class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # nnU-Net pops this flag inside super().__init__; we need it to resume the registration stage
         self._continue_requested = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.mirror_axes = None  # no mirroring: lateralised labels swap under a flip (trainers/common.py)
+        self.class_prior_init = True  # small structures are learnt at all (trainers/common.py)
         # --- stage 1: registration (published: VoxelMorph-style net, NCC window 9, lr 1e-4)
         self.registration_num_iterations = 3000
         self.registration_lr = 1e-4

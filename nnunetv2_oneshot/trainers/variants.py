@@ -7,7 +7,7 @@ student budget (``nnUNetTrainer_oneshotTiny`` / ``nnUNetTrainer_oneshotCPU``): t
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_oneshot.trainers.common import OptimizerChoice
+from nnunetv2_oneshot.trainers.common import ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 
@@ -15,6 +15,8 @@ from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1, save_every=1)
 CPU = dict(num_epochs=24, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2, optimizer_name="adamw",
            initial_lr=1e-3)
+# the twins train with our trainers' recipe (no mirroring, class-prior head init), which only helps them
+SAME_RECIPE = dict(mirror_axes=None, class_prior_init=True)
 # registration budgets: narrower net and Adam 1e-3 (the published 1e-4 needs thousands of iterations)
 TINY_REG = dict(registration_num_iterations=20, registration_lr=1e-3, registration_log_every=10,
                 registration_encoder_channels=(8, 16, 16, 16), registration_decoder_channels=(16, 16, 16, 8))
@@ -30,9 +32,10 @@ def apply_budget(trainer, *budgets: dict):
             setattr(trainer, k, v)
 
 
-class nnUNetTrainer_oneshotBaseline(OptimizerChoice, nnUNetTrainer):
-    """Plain nnUNetTrainer (trains on the labelled case(s) only) with the same optimiser knob as ours, so
-    that a budget can set both alike. With the defaults it IS nnUNetTrainer."""
+class nnUNetTrainer_oneshotBaseline(ClassPriorInit, MirroringChoice, OptimizerChoice, nnUNetTrainer):
+    """Plain nnUNetTrainer (trains on the labelled case(s) only) with the same optimiser, mirroring and
+    head-initialisation knobs as ours, so that a budget can set both alike. With the defaults it IS
+    nnUNetTrainer."""
 
 
 # ---------------------------------------------------------------- ablations of the distillation
@@ -80,8 +83,8 @@ def _budgeted(name: str, base: type, *budgets: dict) -> type:
     return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} with budget {budgets}"})
 
 
-nnUNetTrainer_oneshotTiny = _budgeted("nnUNetTrainer_oneshotTiny", nnUNetTrainer_oneshotBaseline, TINY)
-nnUNetTrainer_oneshotCPU = _budgeted("nnUNetTrainer_oneshotCPU", nnUNetTrainer_oneshotBaseline, CPU)
+nnUNetTrainer_oneshotTiny = _budgeted("nnUNetTrainer_oneshotTiny", nnUNetTrainer_oneshotBaseline, TINY, SAME_RECIPE)
+nnUNetTrainer_oneshotCPU = _budgeted("nnUNetTrainer_oneshotCPU", nnUNetTrainer_oneshotBaseline, CPU, SAME_RECIPE)
 OneShotRegAugTrainer_tiny = _budgeted("OneShotRegAugTrainer_tiny", OneShotRegAugTrainer, TINY, TINY_REG)
 OneShotRegAugTrainer_cpu = _budgeted("OneShotRegAugTrainer_cpu", OneShotRegAugTrainer, CPU, CPU_REG)
 OneShotDistillTrainer_tiny = _budgeted("OneShotDistillTrainer_tiny", OneShotDistillTrainer, TINY, TINY_REG)
