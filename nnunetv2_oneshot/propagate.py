@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from nnunetv2_oneshot.augmentation.synthesis import canvas_shape, pad_to_shape
-from nnunetv2_oneshot.registration import RegistrationNet
+from nnunetv2_oneshot.registration import RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
 
 
@@ -30,8 +30,9 @@ def load_registration(checkpoint: dict, device: torch.device):
 
 @torch.no_grad()
 def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_classes: int,
-                   device: torch.device) -> np.ndarray:
-    """Warped atlas label probabilities (K, *S) for a preprocessed image (C, *S)."""
+                   device: torch.device, stats: dict = None) -> np.ndarray:
+    """Warped atlas label probabilities (K, *S) for a preprocessed image (C, *S). If ``stats`` is a dict, the
+    flows' folding fractions (non-positive Jacobian determinant) are appended to ``stats["folding"]``."""
     multiple = 2 ** len(net.encoder_channels)
     probs = 0
     for atlas_img, atlas_seg in atlases.values():
@@ -40,6 +41,8 @@ def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_c
         fixed, crop = pad_to_shape(image, shape, float(image.min()))
         seg, _ = pad_to_shape(atlas_seg, shape, 0)
         flow = net(torch.from_numpy(moving[None]).float().to(device), torch.from_numpy(fixed[None]).float().to(device))
+        if stats is not None:
+            stats.setdefault("folding", []).append(folding_fraction(flow))
         onehot = torch.nn.functional.one_hot(torch.from_numpy(seg[0].astype(np.int64)), num_classes)
         onehot = onehot.permute(3, 0, 1, 2)[None].float().to(device)
         probs = probs + warp(onehot, flow)[0].cpu().numpy()[crop]
@@ -48,7 +51,8 @@ def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_c
 
 def propagate_folder(input_folder: str, output_folder: str, dataset: str, configuration: str = "3d_fullres",
                      fold: str = "all", trainer: str = "OneShotRegAugTrainer", plans: str = "nnUNetPlans",
-                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda") -> None:
+                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda") -> dict:
+    """Writes one segmentation per input case; returns {"folding": {case: fraction of folded voxels}}."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -76,10 +80,14 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
         raise FileNotFoundError(f"no images ending in {dataset_json['file_ending']} in {input_folder}")
     os.makedirs(output_folder, exist_ok=True)
     preprocessor = cm.preprocessor_class(verbose=False)
+    folding = {}
     for i, files in enumerate(cases):
         case = os.path.basename(files[0])[:-len(dataset_json["file_ending"]) - 5]
         data, _, props = preprocessor.run_case(files, None, pm, cm, dataset_json)
-        probs = propagate_case(net, state["atlases"], data.astype(np.float32), num_classes, dev)
+        stats = {}
+        probs = propagate_case(net, state["atlases"], data.astype(np.float32), num_classes, dev, stats)
+        folding[case] = float(np.mean(stats["folding"]))
         logits = torch.from_numpy(np.log(np.clip(probs, 1e-6, None))).float()
         export_prediction_from_logits(logits, props, cm, pm, dataset_json, join(output_folder, case), False)
-        print(f"propagated {i + 1}/{len(cases)}: {case}")
+        print(f"propagated {i + 1}/{len(cases)}: {case} (folded voxels {100 * folding[case]:.3f}%)")
+    return {"folding": folding}
