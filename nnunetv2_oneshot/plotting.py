@@ -5,7 +5,7 @@ from typing import Dict, Sequence
 
 
 def plot_curves(out_file: str, x: Sequence, curves: Dict[str, Sequence], title: str, xlabel: str,
-                dashed: Sequence[str] = ()):
+                dashed: Sequence[str] = (), ylabel: str = "loss"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -15,7 +15,7 @@ def plot_curves(out_file: str, x: Sequence, curves: Dict[str, Sequence], title: 
         for name, y in curves.items():
             ax.plot(x, y, ls="--" if name in dashed else "-", label=name)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("loss")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)

@@ -32,14 +32,16 @@ def _write(arr, path, spacing=(1.5, 1.5, 1.5)):
 def make_toy_dataset(raw_root: str, dataset_id: int = 901, n_unlabelled: int = 4, n_test: int = 2, seed: int = 0):
     rng = np.random.default_rng(seed)
     folder = os.path.join(raw_root, f"Dataset{dataset_id:03d}_Toy")
-    for sub in ("imagesTr", "labelsTr", "imagesUnlabelled", "imagesTs", "labelsTs"):
+    for sub in ("imagesTr", "labelsTr", "imagesUnlabelled", "labelsUnlabelledOracle", "imagesTs", "labelsTs"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     img, lab = toy_subject(rng)
     _write(img, os.path.join(folder, "imagesTr", "toy_000_0000.nii.gz"))
     _write(lab, os.path.join(folder, "labelsTr", "toy_000.nii.gz"))
     for i in range(n_unlabelled):
-        img, _ = toy_subject(rng)
+        img, lab = toy_subject(rng)
         _write(img, os.path.join(folder, "imagesUnlabelled", f"toy_u{i:02d}_0000.nii.gz"))
+        # the pool's true labels, as our generated datasets ship them (only the benchmark's upper bound reads them)
+        _write(lab, os.path.join(folder, "labelsUnlabelledOracle", f"toy_u{i:02d}.nii.gz"))
     for i in range(n_test):
         img, lab = toy_subject(rng)
         _write(img, os.path.join(folder, "imagesTs", f"toy_t{i:02d}_0000.nii.gz"))

@@ -67,6 +67,28 @@ def _cmd_demo(args) -> int:
     return run_demo(args.workdir, quick=args.quick)
 
 
+def _cmd_benchmark(args) -> int:
+    from nnunetv2_oneshot.benchmark.run import Benchmark
+    budget = {k: v for k, v in dict(epochs=args.epochs, iterations=args.iterations, optimizer=args.optimizer,
+                                    lr=args.lr, registration_iterations=args.registration_iterations).items()
+              if v is not None}
+    try:
+        bench = Benchmark(args.dataset, output=args.o, methods=args.methods, seeds=args.seeds, budget=budget,
+                          plans=args.p, device=args.device, pool_labels=args.pool_labels,
+                          measure_cost=not args.no_cost)
+    except ValueError as e:  # BenchmarkError, OneShotDatasetError, missing env var: one line, before compute
+        sys.exit(f"error: {e}")
+    res = bench.run()
+    width = max(len(m) for m in res["methods"]) + 2
+    print(f"\n{'method'.ljust(width)}{'Dice':>8}{'+-':>7}{'HD95 mm':>9}")
+    for m, v in res["methods"].items():
+        print(f"{m.ljust(width)}{v['dice_mean']:8.3f}{v['dice_std']:7.3f}{v['hd95_mean']:9.1f}")
+    for k, g in res["goals"].items():
+        print(f"goal {k}: {g['value']:.3f} -> {'met' if g['met'] else 'NOT met'}")
+    print(f"results: {bench.out}/{bench.name}.json, report {bench.out}/{bench.name}.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunetv2-oneshot", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", default="demo_output", help="holds nnUNet_raw/preprocessed/results of the demo")
     s.add_argument("--quick", action="store_true", help="tiny budget (seconds): checks the pipeline only")
     s.set_defaults(func=_cmd_demo)
+
+    from nnunetv2_oneshot.benchmark.methods import METHODS
+    from nnunetv2_oneshot.benchmark.run import DEFAULT_BUDGET
+    s = sub.add_parser("benchmark", help="score the one-shot trainers against nnUNetTrainer on the one label, "
+                                         "atlas propagation and the all-labels upper bound on imagesTs/labelsTs "
+                                         "(resumes when run again with the same options)")
+    s.add_argument("dataset", help="dataset id or name (one-shot format with imagesTs/labelsTs)")
+    s.add_argument("-o", default=None, help="output folder (default: $nnUNet_results/DATASET/oneshot_benchmark)")
+    s.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
+                   help=f"default: all of {', '.join(METHODS)}")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0])
+    s.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULT_BUDGET['epochs']}")
+    s.add_argument("--iterations", type=int, default=None,
+                   help=f"per epoch, default {DEFAULT_BUDGET['iterations']}")
+    s.add_argument("--optimizer", choices=["sgd", "adamw"], default=None,
+                   help=f"default {DEFAULT_BUDGET['optimizer']}")
+    s.add_argument("--lr", type=float, default=None, help=f"default {DEFAULT_BUDGET['lr']}")
+    s.add_argument("--registration-iterations", type=int, default=None,
+                   help=f"default {DEFAULT_BUDGET['registration_iterations']}")
+    s.add_argument("-p", default="nnUNetOneShotCPUPlans", help="plans identifier (default nnUNetOneShotCPUPlans)")
+    s.add_argument("-device", dest="device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--pool-labels", default=None, help="true labels of the unlabelled pool, for the upper bound "
+                                                       "(default: the dataset's labelsUnlabelledOracle/ if present)")
+    s.add_argument("--no-cost", action="store_true", help="skip the cost-per-iteration measurement")
+    s.set_defaults(func=_cmd_benchmark)
     return p
 
 

@@ -1,0 +1,55 @@
+"""The methods the benchmark compares, and the budget every one of them gets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Method:
+    #: nnU-Net trainer class that trains it (None: atlas propagation, which reuses a one-shot trainer's
+    #: registration net of the same seed)
+    trainer: Optional[str]
+    #: "oneshot": the dataset as given (labelled case(s) + unlabelled pool); "all_labels": the pool's true
+    #: labels added to the training cases (the upper bound)
+    data: str = "oneshot"
+    #: has a registration stage, so it also gets the registration budget
+    registration: bool = False
+    description: str = ""
+
+
+METHODS = {
+    "nnUNetTrainer_1label": Method("nnUNetTrainer_oneshotBaseline",
+                                   description="plain nnUNetTrainer on the labelled case(s) only"),
+    "atlas_propagation": Method(None, description="atlas labels warped by the trained registration net"),
+    "OneShotRegAugTrainer": Method("OneShotRegAugTrainer", registration=True,
+                                   description="registration-synthesised pairs, no distillation"),
+    "OneShotDistillTrainer": Method("OneShotDistillTrainer", registration=True,
+                                    description="reconstruction-guided distillation (ours)"),
+    "OneShotDistillTrainer_noHint": Method("OneShotDistillTrainer_noHint", registration=True,
+                                           description="ablation: lambda_hint = 0"),
+    "OneShotDistillTrainer_noRecon": Method("OneShotDistillTrainer_noRecon", registration=True,
+                                            description="ablation: teacher frozen after 10% of the epochs"),
+    "OneShotDistillTrainer_offline1pair": Method("OneShotDistillTrainer_offline1pair", registration=True,
+                                                 description="ablation: one fixed pair per unlabelled scan"),
+    "nnUNetTrainer_all_labels": Method("nnUNetTrainer_oneshotBaseline", data="all_labels",
+                                       description="upper bound: plain nnUNetTrainer with the pool's true labels"),
+}
+#: the method the goals are about, and its references
+OURS, ONE_LABEL, PROPAGATION, UPPER = ("OneShotDistillTrainer", "nnUNetTrainer_1label", "atlas_propagation",
+                                       "nnUNetTrainer_all_labels")
+
+
+def training_attributes(method: Method, budget: dict) -> dict:
+    """Trainer attributes for one method: the same student budget and recipe for all (mirroring off,
+    class-prior head init; see trainers/common.py), plus the registration budget for one-shot trainers."""
+    attrs = dict(num_epochs=budget["epochs"], num_iterations_per_epoch=budget["iterations"],
+                 num_val_iterations_per_epoch=budget["val_iterations"], optimizer_name=budget["optimizer"],
+                 initial_lr=budget["lr"], mirror_axes=None, class_prior_init=True)
+    if method.registration:
+        attrs.update(registration_num_iterations=budget["registration_iterations"],
+                     registration_lr=budget["registration_lr"],
+                     registration_encoder_channels=list(budget["registration_encoder_channels"]),
+                     registration_decoder_channels=list(budget["registration_decoder_channels"]),
+                     registration_log_every=max(1, budget["registration_iterations"] // 6))
+    return attrs

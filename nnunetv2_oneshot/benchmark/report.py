@@ -1,0 +1,223 @@
+"""Benchmark results: the JSON file (schema in the benchmark issue; more keys than asked), the markdown report,
+a per-structure bar plot, an overlay and the training curves."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from os.path import isfile, join
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from nnunetv2_oneshot.benchmark.methods import METHODS, ONE_LABEL, OURS, PROPAGATION, UPPER
+
+GOALS = {"dice_gain_vs_1label": 0.10, "dice_gain_vs_propagation": 0.03, "recovered_fraction": 0.7,
+         "train_iter_time_ratio": 1.6}
+
+
+def machine() -> str:
+    import torch
+    cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.system()} {cpu}{gpu}, torch {torch.__version__}"
+
+
+def load_scores(bench) -> Dict[str, List[dict]]:
+    """method -> the score records of the seeds that finished."""
+    out = {}
+    for m in bench.methods:
+        recs = []
+        for s in bench.seeds:
+            f = join(bench.out, f"seed{s}", "scores", m + ".json")
+            if isfile(f):
+                with open(f) as fh:
+                    recs.append(json.load(fh))
+        if recs:
+            out[m] = recs
+    return out
+
+
+def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
+    """Mean over seeds; ``dice_std`` is the spread of the per-seed mean Dice (0 with one seed)."""
+    methods = {}
+    for m, recs in scores.items():
+        means = [r["dice"]["mean"] for r in recs]
+        labels = list(recs[0]["dice"]["per_label"])
+        methods[m] = {
+            "dice_mean": float(np.mean(means)), "dice_std": float(np.std(means)),
+            "dice_per_label": {l: float(np.nanmean([r["dice"]["per_label"][l] for r in recs])) for l in labels},
+            "hd95_mean": float(np.nanmean([r["hd95"]["mean"] for r in recs])),
+            "hd95_per_label": {l: float(np.nanmean([r["hd95"]["per_label"][l] for r in recs])) for l in labels},
+            "seeds": [r["seed"] for r in recs],
+            "train_minutes": float(np.mean([r.get("train_s", 0.0) for r in recs]) / 60),
+        }
+    return methods
+
+
+def training_curves(bench, seed: int) -> Dict[str, dict]:
+    """nnU-Net's own logged curves (pseudo Dice EMA, train loss) from each model's final checkpoint."""
+    import torch
+    curves = {}
+    for m in bench.methods:
+        method = METHODS[m]
+        if method.trainer is None:
+            continue
+        f = join(bench._model_dir(seed, method), "checkpoint_final.pth")
+        if isfile(f):
+            log = torch.load(f, map_location="cpu", weights_only=False)["logging"]
+            curves[m] = {"ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
+                         "train_losses": [float(v) for v in log["train_losses"]]}
+    return curves
+
+
+def convergence(curve: List[float], tail: float = 0.2, tol: float = 0.02) -> dict:
+    """Flat = the pseudo-Dice EMA moved less than ``tol`` over the last ``tail`` of the epochs."""
+    n = max(2, int(round(len(curve) * tail)))
+    change = float(curve[-1] - curve[-n]) if len(curve) >= n else float("nan")
+    return {"last_fraction": tail, "ema_pseudo_dice_change": change, "flat": bool(abs(change) < tol)}
+
+
+def goals(methods: Dict[str, dict], cost: Optional[dict]) -> dict:
+    g = {}
+    if OURS in methods and ONE_LABEL in methods:
+        gain = methods[OURS]["dice_mean"] - methods[ONE_LABEL]["dice_mean"]
+        g["dice_gain_vs_1label"] = {"value": gain, "goal": GOALS["dice_gain_vs_1label"],
+                                    "met": gain >= GOALS["dice_gain_vs_1label"]}
+        if UPPER in methods:
+            span = methods[UPPER]["dice_mean"] - methods[ONE_LABEL]["dice_mean"]
+            rec = gain / span if span > 0 else float("nan")
+            g["recovered_fraction"] = {"value": rec, "goal": GOALS["recovered_fraction"],
+                                       "met": bool(rec >= GOALS["recovered_fraction"])}
+    if OURS in methods and PROPAGATION in methods:
+        gain = methods[OURS]["dice_mean"] - methods[PROPAGATION]["dice_mean"]
+        g["dice_gain_vs_propagation"] = {"value": gain, "goal": GOALS["dice_gain_vs_propagation"],
+                                         "met": gain >= GOALS["dice_gain_vs_propagation"]}
+    if cost:
+        r = cost["train_iter_time_ratio_vs_nnUNetTrainer"]
+        g["train_iter_time_ratio"] = {"value": r, "goal": GOALS["train_iter_time_ratio"],
+                                      "met": r <= GOALS["train_iter_time_ratio"]}
+    return g
+
+
+def bar_plot(methods: Dict[str, dict], out_file: str, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(methods)
+    labels = list(next(iter(methods.values()))["dice_per_label"]) + ["mean"]
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(labels) * max(1, len(names) / 3)), 4.5))
+        w = 0.8 / len(names)
+        x = np.arange(len(labels))
+        for i, m in enumerate(names):
+            vals = [methods[m]["dice_per_label"][l] for l in labels[:-1]] + [methods[m]["dice_mean"]]
+            ax.bar(x + (i - (len(names) - 1) / 2) * w, np.nan_to_num(vals), w, label=m)
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("Dice")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out_file, dpi=100)
+        plt.close(fig)
+
+
+def curves_plot(curves: Dict[str, dict], out_file: str, title: str):
+    from nnunetv2_oneshot.plotting import plot_curves
+    if not curves:
+        return
+    n = max(len(c["ema_fg_dice"]) for c in curves.values())
+    plot_curves(out_file, list(range(1, n + 1)),
+                {m: c["ema_fg_dice"] + [np.nan] * (n - len(c["ema_fg_dice"])) for m, c in curves.items()},
+                title, "epoch", ylabel="pseudo Dice (EMA)")
+
+
+def markdown(res: dict, files: Dict[str, str]) -> str:
+    m = res["methods"]
+    lines = [f"# Benchmark: {res['dataset']}", "",
+             f"Machine: {res['machine']}. Plans `{res['plans']}`. Seeds {res['seeds']}. Budget per model: "
+             f"{res['budget']['epochs']} epochs x {res['budget']['iterations']} iterations "
+             f"({res['budget']['optimizer']}, lr {res['budget']['lr']}); registration "
+             f"{res['budget']['registration_iterations']} iterations.",
+             f"Split: atlas `{res['split']['atlas']}`, {len(res['split']['unlabelled'])} unlabelled, "
+             f"test {', '.join('`%s`' % t for t in res['split']['test'])} (seen by no stage).", "",
+             "| method | Dice mean | Dice std (seeds) | HD95 mean (mm) | seeds | train min |",
+             "|---|---|---|---|---|---|"]
+    for name, v in m.items():
+        lines.append(f"| {name} | {v['dice_mean']:.3f} | {v['dice_std']:.3f} | {v['hd95_mean']:.1f} | "
+                     f"{len(v['seeds'])} | {v['train_minutes']:.1f} |")
+    labels = list(next(iter(m.values()))["dice_per_label"])
+    lines += ["", "Dice per structure (mean over seeds):", "",
+              "| structure | " + " | ".join(m) + " |", "|---|" + "---|" * len(m)]
+    for l in labels:
+        lines.append(f"| {l} | " + " | ".join(f"{v['dice_per_label'][l]:.3f}" for v in m.values()) + " |")
+    if res.get("goals"):
+        lines += ["", "Goals (from the benchmark issue):", ""]
+        for k, g in res["goals"].items():
+            lines.append(f"- {k}: {g['value']:.3f} (goal {'<=' if 'ratio' in k else '>='} {g['goal']}) -> "
+                         f"**{'met' if g['met'] else 'NOT met'}**")
+    if res.get("convergence"):
+        c = res["convergence"]
+        lines += ["", f"Convergence of the upper bound ({UPPER}, seed {res['seeds'][0]}): pseudo-Dice EMA changed "
+                      f"by {c['ema_pseudo_dice_change']:+.3f} over the last {int(c['last_fraction'] * 100)}% of "
+                      f"the epochs -> {'flat' if c['flat'] else 'NOT flat: the budget is too short'}."]
+    if res.get("registration"):
+        r = res["registration"]
+        d = "n/a" if r.get("warped_label_dice") is None else f"{r['warped_label_dice']:.3f}"
+        lines += ["", f"Registration ({r.get('source')}'s net): atlas labels warped onto the pool, Dice vs the "
+                      f"pool's true labels {d}; folded voxels {100 * r['folding_fraction']:.3f}%."]
+    if res.get("cost"):
+        c = res["cost"]
+        lines += ["", f"Cost (same patch and batch): training iteration time x"
+                      f"{c['train_iter_time_ratio_vs_nnUNetTrainer']:.2f}, peak RSS "
+                      f"x{c['peak_rss_ratio_vs_nnUNetTrainer']:.2f}, inference time "
+                      f"x{c['inference_time_ratio_vs_nnUNetTrainer']:.2f} vs nnUNetTrainer."]
+    lines += [""] + [f"![{k}]({os.path.basename(v)})" for k, v in files.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write(bench, cost: Optional[dict]) -> dict:
+    from nnunetv2_oneshot.cli.demo import overlay_png
+    scores = load_scores(bench)
+    if not scores:
+        raise RuntimeError("no finished runs to report")
+    methods = aggregate(scores)
+    regs = [r["registration"] for r in scores.get(PROPAGATION, []) if "registration" in r]
+    registration = None
+    if regs:
+        wd = [r["warped_label_dice"] for r in regs if r["warped_label_dice"] is not None]
+        registration = {"warped_label_dice": float(np.mean(wd)) if wd else None,
+                        "folding_fraction": float(np.mean([r["folding_fraction"] for r in regs])),
+                        "source": regs[0]["source"]}
+    cfg = bench.config()
+    res = {"dataset": bench.name, "budget": bench.budget, "seeds": bench.seeds, "machine": machine(),
+           "plans": bench.plans, "split": cfg["split"], "methods": methods, "cost": cost,
+           "registration": registration, "goals": goals(methods, cost)}
+    curves = training_curves(bench, bench.seeds[0])
+    if UPPER in curves:
+        res["convergence"] = convergence(curves[UPPER]["ema_fg_dice"])
+    files = {}
+    bar = join(bench.out, f"{bench.name}_dice.png")
+    bar_plot(methods, bar, f"{bench.name}: Dice per structure on the test cases (mean over seeds)")
+    files["Dice per structure"] = bar
+    if curves:
+        f = join(bench.out, f"{bench.name}_curves.png")
+        curves_plot(curves, f, f"{bench.name}: nnU-Net's pseudo Dice (EMA) per epoch, seed {bench.seeds[0]}")
+        files["training curves"] = f
+    ref = join(bench.raw, "labelsTs")
+    case = sorted(x for x in os.listdir(ref) if x.endswith(bench.ds.file_ending))[0]
+    image = join(bench.raw, "imagesTs", case[:-len(bench.ds.file_ending)] + "_0000" + bench.ds.file_ending)
+    preds = {m: join(bench._seed_dir(bench.seeds[0]), "predictions", m, case) for m in methods
+             if m in (ONE_LABEL, PROPAGATION, OURS, UPPER)}
+    preds = {k: v for k, v in preds.items() if isfile(v)}
+    if preds and isfile(image):
+        f = join(bench.out, f"{bench.name}_overlay.png")
+        overlay_png(image, join(ref, case), preds, f)
+        files["overlay"] = f
+    with open(join(bench.out, f"{bench.name}.json"), "w") as fh:
+        json.dump(res, fh, indent=1)
+    with open(join(bench.out, f"{bench.name}.md"), "w") as fh:
+        fh.write(markdown(res, files))
+    return res

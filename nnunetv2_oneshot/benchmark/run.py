@@ -1,0 +1,313 @@
+"""``nnunetv2-oneshot benchmark DATASET``: every method on one budget, scored on the held-out test cases.
+
+For each seed and method: train in a subprocess (nnU-Net's trainer, built as ``nnUNetv2_train`` builds it,
+with the benchmark's budget), predict ``imagesTs`` with stock ``nnUNetv2_predict``, score against
+``labelsTs`` (Dice with nnU-Net's evaluation, HD95). Test cases are seen by no stage, registration
+included (the trainers only read imagesTr, labelsTr and the unlabelled folder). Everything lives in one
+output folder; running the same command again resumes where it stopped (finished runs are kept,
+interrupted trainings continue from their latest checkpoint).
+
+Layout of the output folder::
+
+    config.json                         budget, plans, dataset split: a resumed run must match it
+    seed<k>/nnUNet_results/...          models of seed k (nnU-Net's layout; all_labels under seed<k>/all_labels)
+    seed<k>/predictions/<method>/       segmentations of the test cases
+    seed<k>/scores/<method>.json        Dice/HD95 per label
+    all_labels/nnUNet_raw|preprocessed  the upper bound's dataset: labelled cases + pool with its true labels
+    logs/                               one log per command
+    <dataset>.json, <dataset>.md, *.png the results, report and plots
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from os.path import basename, isdir, isfile, join
+from typing import Dict, List, Optional
+
+from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
+
+CONFIGURATION = "3d_fullres"
+DEFAULT_BUDGET = dict(epochs=40, iterations=25, val_iterations=2, optimizer="adamw", lr=1e-3,
+                      registration_iterations=150, registration_lr=1e-3,
+                      registration_encoder_channels=[16, 32, 32, 32], registration_decoder_channels=[32, 32, 32, 16])
+
+
+class BenchmarkError(ValueError):
+    """Bad benchmark input: the message is one line."""
+
+
+def _bin(name: str) -> str:
+    return join(os.path.dirname(sys.executable), name)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _run(cmd: List[str], env: dict, log_file: str, echo_every: Optional[str] = None) -> float:
+    """Runs a command with its output in ``log_file``; echoes lines containing ``echo_every`` (progress).
+    Returns the wall time; raises RuntimeError naming the log on failure."""
+    t = time.time()
+    with open(log_file, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            log.write(line)
+            if echo_every and echo_every in line:
+                _say("      " + line.strip()[:150])
+        if p.wait() != 0:
+            raise RuntimeError(f"{basename(cmd[0])} failed (exit {p.returncode}); see {log_file}")
+    return time.time() - t
+
+
+class Benchmark:
+    def __init__(self, dataset: str, output: Optional[str] = None, methods: Optional[List[str]] = None,
+                 seeds: List[int] = (0,), budget: Optional[dict] = None, plans: str = "nnUNetOneShotCPUPlans",
+                 device: str = "cpu", pool_labels: Optional[str] = None, measure_cost: bool = True):
+        from nnunetv2_oneshot.nnunet_io import _require, dataset_name, raw_dataset_folder
+        from nnunetv2_oneshot.validation import validate_oneshot_dataset
+        # every check before any compute, each a one-line error
+        self.name = dataset_name(dataset)
+        self.raw = raw_dataset_folder(self.name)
+        self.ds = validate_oneshot_dataset(self.raw)
+        for sub in ("imagesTs", "labelsTs"):
+            if not isdir(join(self.raw, sub)) or not os.listdir(join(self.raw, sub)):
+                raise BenchmarkError(f"{join(self.raw, sub)} is missing or empty: the benchmark scores held-out "
+                                     f"test cases (imagesTs + labelsTs), which no stage may see")
+        self.methods = list(methods or METHODS)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise BenchmarkError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if "atlas_propagation" in self.methods and not any(METHODS[m].registration for m in self.methods):
+            raise BenchmarkError("atlas_propagation reuses a one-shot trainer's registration net: add "
+                                 "OneShotRegAugTrainer or OneShotDistillTrainer to --methods")
+        self.pool_labels = pool_labels or self._default_pool_labels()
+        if "nnUNetTrainer_all_labels" in self.methods:
+            if self.pool_labels is None:
+                raise BenchmarkError("nnUNetTrainer_all_labels needs the true labels of the unlabelled pool: pass "
+                                     "--pool-labels FOLDER or leave the method out")
+            missing = [c for c in self.ds.unlabelled if not isfile(join(self.pool_labels, c + self.ds.file_ending))]
+            if missing:
+                raise BenchmarkError(f"no label {missing[0]}{self.ds.file_ending} in {self.pool_labels} (pool "
+                                     f"labels must be named like the unlabelled cases)")
+        if device not in ("cpu", "cuda"):
+            raise BenchmarkError(f"device must be cpu or cuda, got {device!r}")
+        if device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise BenchmarkError("--device cuda, but torch sees no CUDA device here")
+        self.seeds = [int(s) for s in seeds]
+        self.budget = dict(DEFAULT_BUDGET, **(budget or {}))
+        self.plans = plans
+        self.device = device
+        self.measure_cost = measure_cost
+        self.out = os.path.abspath(output or join(_require("nnUNet_results"), self.name, "oneshot_benchmark"))
+        self.env = dict(os.environ, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"),
+                        nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "1"))
+        self._check_config()
+
+    # ------------------------------------------------------------------ set-up
+    def _default_pool_labels(self) -> Optional[str]:
+        from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
+        name = self.ds.dataset_json.get("oneshot", {}).get("oracle_labels_folder", ORACLE_LABELS_FOLDER)
+        folder = join(self.raw, name)
+        return folder if isdir(folder) else None
+
+    def config(self) -> dict:
+        return {"dataset": self.name, "plans": self.plans, "configuration": CONFIGURATION, "budget": self.budget,
+                "device": self.device,
+                "split": {"labelled": self.ds.labelled_cases, "atlas": self.ds.atlas,
+                          "unlabelled": self.ds.unlabelled_cases,
+                          "test": sorted(f[:-len(self.ds.file_ending)] for f in os.listdir(join(self.raw, "labelsTs"))
+                                         if f.endswith(self.ds.file_ending))}}
+
+    def _check_config(self):
+        f = join(self.out, "config.json")
+        if isfile(f):
+            with open(f) as fh:
+                old = json.load(fh)
+            new = json.loads(json.dumps(self.config()))
+            diff = [k for k in new if old.get(k) != new[k]]
+            if diff:
+                raise BenchmarkError(f"{self.out} holds a benchmark with a different {', '.join(diff)}: rerun with "
+                                     f"the same options to resume it, or pass another -o")
+
+    def _seed_dir(self, seed: int) -> str:
+        return join(self.out, f"seed{seed}")
+
+    def _results_root(self, seed: int, method: Method) -> str:
+        return join(self._seed_dir(seed), "all_labels" if method.data == "all_labels" else "", "nnUNet_results")
+
+    def _env(self, seed: int, method: Method) -> dict:
+        env = dict(self.env, nnUNet_results=self._results_root(seed, method))
+        if method.data == "all_labels":
+            env.update(nnUNet_raw=join(self.out, "all_labels", "nnUNet_raw"),
+                       nnUNet_preprocessed=join(self.out, "all_labels", "nnUNet_preprocessed"))
+        return env
+
+    def _model_dir(self, seed: int, method: Method) -> str:
+        return join(self._results_root(seed, method), self.name,
+                    f"{method.trainer}__{self.plans}__{CONFIGURATION}", "fold_all")
+
+    def prepare(self):
+        """Plans/preprocesses the dataset if needed (our ``plan`` command), then the upper bound's dataset."""
+        from nnunetv2_oneshot.nnunet_io import _require
+        plans_file = join(_require("nnUNet_preprocessed"), self.name, self.plans + ".json")
+        if not isfile(plans_file):
+            if self.plans not in ("nnUNetOneShotCPUPlans", "nnUNetPlans"):
+                raise BenchmarkError(f"no plans {plans_file}: plan the dataset with those plans first")
+            _say(f"planning {self.name} ({self.plans})")
+            cmd = [_bin("nnunetv2-oneshot"), "plan", self.name] + (["--cpu"] if "CPU" in self.plans else [])
+            _run(cmd, self.env, join(self.out, "logs", "plan.log"))
+        if "nnUNetTrainer_all_labels" in self.methods:
+            self._prepare_all_labels(plans_file)
+
+    def _prepare_all_labels(self, plans_file: str):
+        """Raw dataset = labelled case(s) + the pool with its true labels, preprocessed with the SAME plans
+        (copied, so patch, spacing and network are the ones every other method uses)."""
+        root = join(self.out, "all_labels")
+        raw, pre = join(root, "nnUNet_raw", self.name), join(root, "nnUNet_preprocessed", self.name)
+        done = join(pre, ".oneshot_ready")
+        if isfile(done):
+            return
+        _say("preparing the upper bound's dataset (pool with its true labels, same plans)")
+        shutil.rmtree(root, ignore_errors=True)
+        for sub in ("imagesTr", "labelsTr"):
+            os.makedirs(join(raw, sub))
+        ending = self.ds.file_ending
+        for case, d in self.ds.labelled.items():
+            for img in d["images"]:
+                shutil.copy(img, join(raw, "imagesTr", basename(img)))
+            shutil.copy(d["label"], join(raw, "labelsTr", case + ending))
+        for case, images in self.ds.unlabelled.items():
+            for img in images:
+                shutil.copy(img, join(raw, "imagesTr", basename(img)))
+            shutil.copy(join(self.pool_labels, case + ending), join(raw, "labelsTr", case + ending))
+        dj = {k: v for k, v in self.ds.dataset_json.items() if k != "oneshot"}
+        dj["numTraining"] = len(self.ds.labelled) + len(self.ds.unlabelled)
+        os.makedirs(pre)
+        for folder in (raw, pre):  # nnU-Net's preprocessor reads the copy in the preprocessed folder
+            with open(join(folder, "dataset.json"), "w") as f:
+                json.dump(dj, f, indent=1)
+        src = os.path.dirname(plans_file)
+        for f in (basename(plans_file), "dataset_fingerprint.json"):
+            if isfile(join(src, f)):
+                shutil.copy(join(src, f), join(pre, f))
+        env = self._env(self.seeds[0], METHODS["nnUNetTrainer_all_labels"])
+        _run([_bin("nnUNetv2_preprocess"), "-d", str(int(self.name[7:10])), "-plans_name", self.plans, "-c", CONFIGURATION,
+              "-np", "1"], env, join(self.out, "logs", "preprocess_all_labels.log"))
+        open(done, "w").close()
+
+    # ------------------------------------------------------------------ one (seed, method)
+    def train(self, seed: int, name: str) -> float:
+        method = METHODS[name]
+        model = self._model_dir(seed, method)
+        if isfile(join(model, "checkpoint_final.pth")):
+            _say(f"    trained model found: {model}")
+            return 0.0
+        resume = isfile(join(model, "checkpoint_latest.pth"))
+        spec = dict(dataset=self.name, configuration=CONFIGURATION, trainer=method.trainer, plans=self.plans,
+                    device=self.device, seed=seed, resume=resume, attributes=training_attributes(method, self.budget))
+        _say(f"    training {method.trainer} ({'resuming' if resume else 'from scratch'}; log in {model})")
+        return _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
+                    self._env(seed, method), join(self.out, "logs", f"train_seed{seed}_{name}.log"),
+                    echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
+
+    def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None) -> float:
+        method = METHODS[name]
+        out = join(self._seed_dir(seed), "predictions", name)
+        log = join(self.out, "logs", f"predict_seed{seed}_{name}.log")
+        shutil.rmtree(out, ignore_errors=True)  # never score a half-written folder
+        if method.trainer is None:
+            src = METHODS[trainer_for_propagation]
+            return _run([_bin("nnunetv2-oneshot"), "propagate", "-i", join(self.raw, "imagesTs"), "-o", out, "-d",
+                         self.name, "-tr", src.trainer, "-p", self.plans, "-device", self.device],
+                        self._env(seed, src), log)
+        return _run([_bin("nnUNetv2_predict"), "-i", join(self.raw, "imagesTs"), "-o", out, "-d", self.name, "-c",
+                     CONFIGURATION, "-f", "all", "-tr", method.trainer, "-p", self.plans, "-device", self.device,
+                     "-npp", "1", "-nps", "1"], self._env(seed, method), log)
+
+    def score(self, seed: int, name: str) -> dict:
+        from nnunetv2_oneshot.evaluation import dice_per_label, hd95_per_label
+        pred = join(self._seed_dir(seed), "predictions", name)
+        ref = join(self.raw, "labelsTs")
+        return {"dice": dice_per_label(pred, ref, self.ds.dataset_json),
+                "hd95": hd95_per_label(pred, ref, self.ds.dataset_json)}
+
+    def registration_quality(self, seed: int, trainer_method: str) -> dict:
+        """Atlas labels warped onto the POOL scans (the registration's own inputs) against the pool's true
+        labels, and the folding of those flows. Without pool labels only folding is reported."""
+        from nnunetv2_oneshot.evaluation import dice_per_label
+        from nnunetv2_oneshot.propagate import propagate_folder
+        src = METHODS[trainer_method]
+        out = join(self._seed_dir(seed), "registration_on_pool")
+        env_backup = dict(os.environ)
+        os.environ["nnUNet_results"] = self._results_root(seed, src)
+        try:
+            import importlib
+            import nnunetv2.paths
+            importlib.reload(nnunetv2.paths)
+            res = propagate_folder(self.ds.unlabelled_folder, out, self.name, CONFIGURATION, "all", src.trainer,
+                                   self.plans, device=self.device)
+        finally:
+            os.environ.clear()
+            os.environ.update(env_backup)
+            importlib.reload(nnunetv2.paths)
+        folding = float(sum(res["folding"].values()) / len(res["folding"]))
+        dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
+        return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
+
+    # ------------------------------------------------------------------ everything
+    def run(self) -> dict:
+        from nnunetv2_oneshot.benchmark import report
+        os.makedirs(join(self.out, "logs"), exist_ok=True)
+        with open(join(self.out, "config.json"), "w") as f:
+            json.dump(self.config(), f, indent=1)
+        cfg = self.config()
+        _say(f"benchmark of {self.name} in {self.out}\n  budget {self.budget}\n  seeds {self.seeds}, methods "
+             f"{self.methods}\n  split: atlas {cfg['split']['atlas']}, {len(cfg['split']['unlabelled'])} "
+             f"unlabelled, test {cfg['split']['test']}")
+        self.prepare()
+        order = [m for m in self.methods if m != "atlas_propagation"]
+        for seed in self.seeds:
+            os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
+            reg_source = next((m for m in order if METHODS[m].registration), None)
+            todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
+            for i, name in enumerate(todo):
+                score_file = join(self._seed_dir(seed), "scores", name + ".json")
+                if isfile(score_file):
+                    _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
+                    continue
+                _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
+                rec = {"method": name, "seed": seed}
+                if METHODS[name].trainer is not None:
+                    rec["train_s"] = self.train(seed, name)
+                rec["predict_s"] = self.predict(seed, name, reg_source)
+                rec.update(self.score(seed, name))
+                if name == "atlas_propagation":
+                    rec["registration"] = self.registration_quality(seed, reg_source)
+                with open(score_file + ".tmp", "w") as f:
+                    json.dump(rec, f, indent=1)
+                os.replace(score_file + ".tmp", score_file)
+                _say(f"    mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm")
+        cost = None
+        if {"nnUNetTrainer_1label", "OneShotDistillTrainer"} <= set(self.methods) and \
+                (self.measure_cost or isfile(join(self.out, "cost.json"))):
+            cost = self.cost()
+        return report.write(self, cost)
+
+    def cost(self) -> dict:
+        from nnunetv2_oneshot.benchmark.cost import cost_ratios
+        f = join(self.out, "cost.json")
+        if isfile(f):
+            with open(f) as fh:
+                return json.load(fh)
+        _say("measuring cost per training iteration (nnUNetTrainer vs OneShotDistillTrainer, same patch/batch)")
+        res = cost_ratios(self, join(self.out, "logs", "cost.log"))
+        with open(f, "w") as fh:
+            json.dump(res, fh, indent=1)
+        return res

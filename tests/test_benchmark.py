@@ -1,0 +1,103 @@
+"""Smoke test of ``nnunetv2-oneshot benchmark`` at a tiny budget on the toy dataset (the real benchmark is not
+a CI test): the results JSON has the issue's schema, the report and plots are written, a rerun resumes, and
+bad options fail in one line before any compute."""
+import json
+import shutil
+
+import pytest
+
+from conftest import BIN, run_cmd, snapshot
+
+TINY = ["-p", "nnUNetPlans", "--epochs", "2", "--iterations", "3", "--registration-iterations", "4"]
+METHODS = ["nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_all_labels"]
+
+
+@pytest.fixture(scope="module")
+def bench(toy_planned):
+    root, env, _ = toy_planned
+    out = root / "bench"
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--methods", *METHODS, *TINY],
+                  env, root)
+    return root, env, out, log
+
+
+def test_results_json_has_the_issue_schema(bench):
+    _, _, out, log = bench
+    res = json.loads((out / "Dataset901_Toy.json").read_text())
+    assert res["dataset"] == "Dataset901_Toy" and res["seeds"] == [0] and isinstance(res["machine"], str)
+    assert res["budget"]["epochs"] == 2 and res["budget"]["iterations"] == 3
+    assert set(res["methods"]) == set(METHODS)
+    for m, v in res["methods"].items():
+        assert 0.0 <= v["dice_mean"] <= 1.0 and v["dice_std"] >= 0.0, m
+        assert set(v["dice_per_label"]) == {"outer", "inner"}
+        assert all(0.0 <= d <= 1.0 for d in v["dice_per_label"].values())
+        assert v["hd95_mean"] >= 0.0
+    for k in ("train_iter_time_ratio_vs_nnUNetTrainer", "peak_rss_ratio_vs_nnUNetTrainer",
+              "inference_time_ratio_vs_nnUNetTrainer"):
+        assert res["cost"][k] > 0, k
+    assert 0.0 <= res["registration"]["warped_label_dice"] <= 1.0
+    assert 0.0 <= res["registration"]["folding_fraction"] <= 1.0
+    assert set(res["goals"]) == {"dice_gain_vs_1label", "recovered_fraction", "dice_gain_vs_propagation",
+                                 "train_iter_time_ratio"}
+    assert "flat" in res["convergence"]
+    # the split is printed, and test cases are never training inputs
+    assert "test ['toy_t00', 'toy_t01']" in log
+    assert not set(res["split"]["test"]) & set(res["split"]["unlabelled"] + res["split"]["labelled"])
+
+
+def test_report_plots_and_stock_predictions(bench):
+    _, _, out, _ = bench
+    md = (out / "Dataset901_Toy.md").read_text()
+    assert "| OneShotDistillTrainer |" in md and "Dice per structure" in md
+    for png in ("Dataset901_Toy_dice.png", "Dataset901_Toy_curves.png", "Dataset901_Toy_overlay.png"):
+        assert (out / png).stat().st_size > 1000, png
+    for m in METHODS:
+        assert sorted(p.name for p in (out / "seed0" / "predictions" / m).glob("*.nii.gz")) == \
+            ["toy_t00.nii.gz", "toy_t01.nii.gz"], m
+    # the upper bound trained on labelled + pool cases with the SAME plans
+    pre = out / "all_labels" / "nnUNet_preprocessed" / "Dataset901_Toy"
+    assert json.loads((pre / "nnUNetPlans.json").read_text())["configurations"] == \
+        json.loads((out.parent / "pre" / "Dataset901_Toy" / "nnUNetPlans.json").read_text())["configurations"]
+    assert len(list((out / "all_labels" / "nnUNet_raw" / "Dataset901_Toy" / "labelsTr").iterdir())) == 5
+
+
+def test_rerun_resumes_without_training_again(bench):
+    root, env, out, _ = bench
+    ckpt = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \
+        "OneShotDistillTrainer__nnUNetPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth"
+    before = ckpt.stat().st_mtime_ns
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--methods", *METHODS, *TINY,
+                   "--no-cost"], env, root)
+    assert log.count("done before") == len(METHODS)
+    assert ckpt.stat().st_mtime_ns == before
+
+
+def test_raw_data_untouched(bench, toy_planned):
+    root, _, _, _ = bench
+    raw_before = toy_planned[2]
+    assert snapshot(root / "raw") == raw_before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "5"], "holds a benchmark with a different budget"),
+    (["--methods", "atlas_propagation"], "atlas_propagation reuses a one-shot trainer's registration net"),
+])
+def test_bad_options_fail_in_one_line(bench, args, message):
+    root, env, out, _ = bench
+    import subprocess
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), *TINY, *args], env=env,
+                       cwd=root, capture_output=True, text=True)
+    assert r.returncode != 0 and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_test_cases_fail_in_one_line(toy_planned, tmp_path):
+    root, env, _ = toy_planned
+    raw = tmp_path / "raw"
+    shutil.copytree(root / "raw" / "Dataset901_Toy", raw / "Dataset901_Toy")
+    shutil.rmtree(raw / "Dataset901_Toy" / "labelsTs")
+    import subprocess
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(tmp_path / "b"), *TINY],
+                       env=dict(env, nnUNet_raw=str(raw)), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "labelsTs is missing or empty" in r.stderr
+    assert not (tmp_path / "b").exists()
