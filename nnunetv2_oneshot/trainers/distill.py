@@ -47,7 +47,15 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         # convs per stage of the teacher; None = as planned for the student. The hint needs only the decoder
         # features' SHAPES to match (stages, widths, strides), so 1 conv per stage halves the teacher's cost.
         self.teacher_convs_per_stage = 1
+        # FitNets-style regressor: the hint compares a 1x1x1 projection of the student's features with the
+        # teacher's, so the student's features must PREDICT the teacher's rather than equal them (see
+        # README "What was measured" for why: the student's full-resolution stage is narrow in CPU plans).
+        self.hint_regressor = False
+        # λ_hint ramps up linearly from 0 over this fraction of the epochs (None: full weight from the start).
+        # An untrained teacher's features are noise; pulling the student toward them early slows it down.
+        self.hint_rampup_fraction = None
         self.teacher = None
+        self.hint_regressors = None
         for k in ONESHOT_CURVES:
             self.logger.local_logger.my_fantastic_logging.setdefault(k, [])
 
@@ -69,6 +77,12 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
     def initialize(self):
         # the teacher must exist before nnU-Net builds the optimiser, which covers both networks
         self.teacher = self.build_teacher().to(self.device)
+        if self.hint_regressor:
+            stages = self.teacher.decoder.stages
+            self.hint_regressors = torch.nn.ModuleList(
+                torch.nn.Conv3d(stages[l].output_channels, stages[l].output_channels, 1) if self.teacher_is_3d()
+                else torch.nn.Conv2d(stages[l].output_channels, stages[l].output_channels, 1)
+                for l in self.hint_levels).to(self.device)
         super().initialize()
         self._student_tap = DecoderFeatureTap(self.network, self.hint_levels)
         self._teacher_tap = DecoderFeatureTap(self.teacher, self.hint_levels)
@@ -81,7 +95,17 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
 
     def optimizer_parameters(self):
         # one optimiser for teacher and student: one lr schedule and one checkpointed optimiser state
-        return list(self.network.parameters()) + list(self.teacher.parameters())
+        params = list(self.network.parameters()) + list(self.teacher.parameters())
+        return params + (list(self.hint_regressors.parameters()) if self.hint_regressors is not None else [])
+
+    def teacher_is_3d(self) -> bool:
+        return len(self.configuration_manager.patch_size) == 3
+
+    def _student_hint_features(self) -> list:
+        feats = self._student_tap.features
+        if self.hint_regressors is None:
+            return feats
+        return [r(f) for r, f in zip(self.hint_regressors, feats)]
 
     def _reconstruction_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.recon_loss == "l1":
@@ -89,6 +113,12 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         if self.recon_loss == "mse":
             return torch.nn.functional.mse_loss(pred, target)
         raise ValueError(f"recon_loss must be 'l1' or 'mse', got {self.recon_loss!r}")
+
+    def hint_weight(self) -> float:
+        """λ_hint of the current epoch (ramped up over ``hint_rampup_fraction`` of the epochs)."""
+        if not self.hint_rampup_fraction:
+            return self.lambda_hint
+        return self.lambda_hint * min(1.0, self.current_epoch / (self.hint_rampup_fraction * self.num_epochs))
 
     def _teacher_trains(self) -> bool:
         if self.teacher_train_fraction is None:
@@ -114,8 +144,8 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
             l_seg = self.loss(output, target)
             recon = self.teacher(real)
             l_recon = self._reconstruction_loss(recon, real)
-            l_hint = self.hint_loss(self._student_tap.features, self._teacher_tap.features)
-            loss = self.lambda_seg * l_seg + self.lambda_hint * l_hint
+            l_hint = self.hint_loss(self._student_hint_features(), self._teacher_tap.features)
+            loss = self.lambda_seg * l_seg + self.hint_weight() * l_hint
             if self._teacher_trains():
                 loss = loss + self.lambda_recon * l_recon
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -140,9 +170,10 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         out = collate_outputs(train_outputs)
         for key, name in zip(ONESHOT_CURVES, ("seg", "recon", "hint", "registration_ncc")):
             self.logger.log(key, float(np.mean(out[name])), self.current_epoch)
-        self.print_to_log_file("losses: seg %.4f, recon %.4f, hint %.4f; registration NCC loss of the pairs %.4f%s" % (
-            *(self.logger.get_value(k, step=-1) for k in ONESHOT_CURVES),
-            "" if self._teacher_trains() else " (teacher frozen)"))
+        self.print_to_log_file("losses: seg %.4f, recon %.4f, hint %.4f (weight %.2f); registration NCC loss of the "
+                               "pairs %.4f%s" % (*(self.logger.get_value(k, step=-1) for k in ONESHOT_CURVES[:3]),
+                                                 self.hint_weight(), self.logger.get_value(ONESHOT_CURVES[3], step=-1),
+                                                 "" if self._teacher_trains() else " (teacher frozen)"))
 
     def on_epoch_end(self):
         super().on_epoch_end()  # increments current_epoch
@@ -167,8 +198,12 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
     def _extra_checkpoint_state(self) -> dict:
         state = super()._extra_checkpoint_state()
         state["teacher"] = self.teacher.state_dict()
+        if self.hint_regressors is not None:
+            state["hint_regressors"] = self.hint_regressors.state_dict()
         return state
 
     def _load_extra_checkpoint_state(self, state: dict):
         super()._load_extra_checkpoint_state(state)
         self.teacher.load_state_dict(state["teacher"])
+        if self.hint_regressors is not None:
+            self.hint_regressors.load_state_dict(state["hint_regressors"])
