@@ -102,18 +102,23 @@ def test_fold_0_and_fold_all_train_on_the_labelled_case_and_validate_on_it(workd
     assert "0 (['toy_000'], ['toy_000'])" in out and "all (['toy_000'], ['toy_000'])" in out
 
 
+def _with_trainer(workdir, trainer: str, body: str, fold: str = "'all'") -> str:
+    """Runs ``body`` in a fresh process, with ``t`` built exactly as nnUNetv2_train builds a trainer."""
+    root, env, _ = workdir
+    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
+            "import torch, numpy as np\n"
+            f"t = get_trainer_from_args('901', '3d_fullres', {fold}, '{trainer}', device=torch.device('cpu'))\n"
+            + body)
+    return _run([f"{BIN}/python", "-c", code], workdir[1], root)
+
+
 @pytest.mark.parametrize("trainer, expected", [("OneShotRegAugTrainer_tiny", None),
                                                ("OneShotDistillTrainer_tiny", None),
                                                ("nnUNetTrainer_oneshotTiny", None),
                                                ("nnUNetTrainer_oneshotBaseline", (0, 1, 2))])
 def test_mirroring_in_training_and_test_time_augmentation(workdir, trainer, expected):
-    root, env, _ = workdir
-    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
-            "import torch\n"
-            f"t = get_trainer_from_args('901', '3d_fullres', 'all', '{trainer}', device=torch.device('cpu'))\n"
-            "m = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]\n"
-            "print('AXES', m, t.inference_allowed_mirroring_axes)\n")
-    out = _run([f"{BIN}/python", "-c", code], env, root)
+    out = _with_trainer(workdir, trainer, "m = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]\n"
+                                          "print('AXES', m, t.inference_allowed_mirroring_axes)\n")
     assert f"AXES {expected} {expected}" in out
 
 
@@ -130,16 +135,29 @@ def test_checkpoint_tells_predict_not_to_mirror(workdir):
 @pytest.mark.parametrize("trainer, prior", [("nnUNetTrainer_oneshotTiny", True), ("OneShotRegAugTrainer_tiny", True),
                                             ("nnUNetTrainer_oneshotBaseline", False)])
 def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(workdir, trainer, prior):
-    root, env, _ = workdir
-    code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
-            "import torch, numpy as np, SimpleITK as sitk\n"
-            f"t = get_trainer_from_args('901', '3d_fullres', 'all', '{trainer}', device=torch.device('cpu'))\n"
-            "t.initialize()\n"
-            "heads = t.network.decoder.seg_layers\n"
-            "p = torch.softmax(heads[0].bias.detach(), 0).numpy()\n"
-            f"lab = sitk.GetArrayFromImage(sitk.ReadImage('{root}/raw/Dataset901_Toy/labelsTr/toy_000.nii.gz'))\n"
-            "f = np.bincount(lab.ravel(), minlength=3) / lab.size\n"
-            "same = all(torch.equal(h.bias, heads[0].bias) for h in heads)\n"
-            "print('PRIOR', bool(np.abs(p - f).max() < 0.02 and same))\n")
-    out = _run([f"{BIN}/python", "-c", code], env, root)
+    label = workdir[0] / "raw" / "Dataset901_Toy" / "labelsTr" / "toy_000.nii.gz"
+    out = _with_trainer(workdir, trainer, (
+        "import SimpleITK as sitk\n"
+        "t.initialize()\n"
+        "heads = t.network.decoder.seg_layers\n"
+        "p = torch.softmax(heads[0].bias.detach(), 0).numpy()\n"
+        f"lab = sitk.GetArrayFromImage(sitk.ReadImage('{label}'))\n"
+        "f = np.bincount(lab.ravel(), minlength=3) / lab.size\n"
+        "same = all(torch.equal(h.bias, heads[0].bias) for h in heads)\n"
+        "print('PRIOR', bool(np.abs(p - f).max() < 0.02 and same))\n"))
     assert f"PRIOR {prior}" in out
+
+
+def test_registration_divergence_is_caught_and_rolled_back(workdir):
+    """Adam at lr 5 blows the registration up; the guard restores the best state and halves the lr, and the
+    stage ends with finite weights."""
+    out = _with_trainer(workdir, "OneShotRegAugTrainer_tiny", (
+        "torch.manual_seed(0); np.random.seed(0)\n"
+        "t.registration_lr, t.registration_num_iterations, t.registration_log_every = 5.0, 24, 2\n"
+        "t.disable_checkpointing = True\n"
+        "t.initialize(); t._load_oneshot_data(); t.train_registration()\n"
+        "ok = all(torch.isfinite(p).all() for p in t.registration_net.parameters())\n"
+        "print('LR', t.registration_optimizer.param_groups[0]['lr'], 'FINITE', bool(ok))\n"), fold="0")
+    assert "registration diverged at it" in out
+    lr = float(out.split("LR ")[1].split()[0])
+    assert lr < 5.0 and "FINITE True" in out
