@@ -99,9 +99,14 @@ ramp = []
 for e in (0, 2, 5, 9):
     t.current_epoch = e
     ramp.append(round(t.hint_weight(), 6))
-t.hint_rampup_fraction = None
+t.hint_start_fraction, t.hint_rampup_fraction = 0.5, 0.2
+for e in (4, 5, 6, 7, 9):
+    t.current_epoch = e
+    ramp.append(round(t.hint_weight(), 6))
+t.hint_start_fraction, t.hint_rampup_fraction = 0.0, None
 print('RAMP', ramp, t.hint_weight())
 """
     out = run_cmd([f"{BIN}/python", "-c", code], env, root)
     assert f"REGRESSOR {regressor} {2 if regressor else 0}" in out
-    assert "RAMP [0.0, 0.8, 2.0, 2.0] 2.0" in out  # linear ramp of λ_hint over the first half, then flat
+    # linear ramp of λ_hint over the first half, then flat; then: off for half the epochs, 2-epoch ramp
+    assert "RAMP [0.0, 0.8, 2.0, 2.0, 0.0, 0.0, 1.0, 2.0, 2.0] 2.0" in out

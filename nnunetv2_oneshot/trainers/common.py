@@ -6,9 +6,10 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 class OptimizerChoice:
     """Mixin: ``optimizer_name`` "sgd" (nnU-Net's default: SGD, Nesterov, momentum 0.99) or "adamw"; both
-    with nnU-Net's poly lr schedule from ``initial_lr``. Short CPU budgets use AdamW 1e-3. Measured on the
-    brain atlas (fitting one scan, 200 iterations): SGD 1e-2 cortex/WM Dice 0.56/0.77 and deep grey 0.00,
-    AdamW 1e-3 0.88/0.88 and deep grey starting. The optimiser covers ``optimizer_parameters()``."""
+    with nnU-Net's poly lr schedule from ``initial_lr``. Short CPU budgets use AdamW 1e-2. Measured fitting
+    the brain atlas with class-prior head init (see ClassPriorInit): mean Dice of the 12 deep grey
+    structures after 200 iterations 0.34 with AdamW 3e-3 (200-iteration schedule) and 0.93 with AdamW 1e-2
+    (300-iteration schedule; 0.96 at 300). The optimiser covers ``optimizer_parameters()``."""
 
     optimizer_name = "sgd"
 

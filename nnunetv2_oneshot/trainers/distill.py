@@ -51,8 +51,10 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         # teacher's, so the student's features must PREDICT the teacher's rather than equal them (see
         # README "What was measured" for why: the student's full-resolution stage is narrow in CPU plans).
         self.hint_regressor = False
-        # λ_hint ramps up linearly from 0 over this fraction of the epochs (None: full weight from the start).
-        # An untrained teacher's features are noise; pulling the student toward them early slows it down.
+        # λ_hint is 0 until ``hint_start_fraction`` of the epochs, then ramps up linearly over
+        # ``hint_rampup_fraction`` of them (None/0: full weight from the start). An untrained teacher's features
+        # are noise, and at short budgets the hint keeps the student from learning small structures.
+        self.hint_start_fraction = 0.0
         self.hint_rampup_fraction = None
         self.teacher = None
         self.hint_regressors = None
@@ -115,10 +117,14 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         raise ValueError(f"recon_loss must be 'l1' or 'mse', got {self.recon_loss!r}")
 
     def hint_weight(self) -> float:
-        """λ_hint of the current epoch (ramped up over ``hint_rampup_fraction`` of the epochs)."""
+        """λ_hint of the current epoch (0 before ``hint_start_fraction``, then ramped up over
+        ``hint_rampup_fraction`` of the epochs)."""
+        since = self.current_epoch - (self.hint_start_fraction or 0.0) * self.num_epochs
+        if since < 0:
+            return 0.0
         if not self.hint_rampup_fraction:
             return self.lambda_hint
-        return self.lambda_hint * min(1.0, self.current_epoch / (self.hint_rampup_fraction * self.num_epochs))
+        return self.lambda_hint * min(1.0, since / (self.hint_rampup_fraction * self.num_epochs))
 
     def _teacher_trains(self) -> bool:
         if self.teacher_train_fraction is None:
