@@ -51,8 +51,10 @@ def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_c
 
 def propagate_folder(input_folder: str, output_folder: str, dataset: str, configuration: str = "3d_fullres",
                      fold: str = "all", trainer: str = "OneShotRegAugTrainer", plans: str = "nnUNetPlans",
-                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda") -> dict:
-    """Writes one segmentation per input case; returns {"folding": {case: fraction of folded voxels}}."""
+                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
+                     results_folder: str = None) -> dict:
+    """Writes one segmentation per input case; returns {"folding": {case: fraction of folded voxels}}.
+    The model is looked up in ``results_folder`` (default: $nnUNet_results)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -60,7 +62,7 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
     from nnunetv2_oneshot.nnunet_io import _require, dataset_name
 
     name = dataset_name(dataset)
-    model = join(_require("nnUNet_results"), name, f"{trainer}__{plans}__{configuration}")
+    model = join(results_folder or _require("nnUNet_results"), name, f"{trainer}__{plans}__{configuration}")
     fold_dir = f"fold_{fold}" if fold == "all" or str(fold).isdigit() else fold
     ckpt_file = join(model, fold_dir, checkpoint)
     if not isfile(ckpt_file):

@@ -42,10 +42,14 @@ OURS, ONE_LABEL, PROPAGATION, UPPER = ("OneShotDistillTrainer", "nnUNetTrainer_1
 
 def training_attributes(method: Method, budget: dict) -> dict:
     """Trainer attributes for one method: the same student budget and recipe for all (mirroring off,
-    class-prior head init; see trainers/common.py), plus the registration budget for one-shot trainers."""
+    class-prior head init; see trainers/common.py), plus the registration budget for one-shot trainers and
+    the hint schedule for the distillation trainers."""
     attrs = dict(num_epochs=budget["epochs"], num_iterations_per_epoch=budget["iterations"],
                  num_val_iterations_per_epoch=budget["val_iterations"], optimizer_name=budget["optimizer"],
                  initial_lr=budget["lr"], mirror_axes=None, class_prior_init=True)
+    if method.trainer.startswith("OneShotDistillTrainer"):
+        attrs.update(hint_start_fraction=budget["hint_start_fraction"],
+                     hint_rampup_fraction=budget["hint_rampup_fraction"])
     if method.registration:
         attrs.update(registration_num_iterations=budget["registration_iterations"],
                      registration_lr=budget["registration_lr"],

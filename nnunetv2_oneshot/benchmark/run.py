@@ -26,14 +26,16 @@ import subprocess
 import sys
 import time
 from os.path import basename, isdir, isfile, join
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
 
 CONFIGURATION = "3d_fullres"
-DEFAULT_BUDGET = dict(epochs=40, iterations=25, val_iterations=2, optimizer="adamw", lr=1e-3,
+# the demo's CPU recipe (trainers/variants.py: CPU, CPU_REG, CPU_HINT) with 1000 student iterations
+DEFAULT_BUDGET = dict(epochs=40, iterations=25, val_iterations=2, optimizer="adamw", lr=1e-2,
                       registration_iterations=150, registration_lr=1e-3,
-                      registration_encoder_channels=[16, 32, 32, 32], registration_decoder_channels=[32, 32, 32, 16])
+                      registration_encoder_channels=[16, 32, 32, 32], registration_decoder_channels=[32, 32, 32, 16],
+                      hint_start_fraction=0.5, hint_rampup_fraction=0.25)
 
 
 class BenchmarkError(ValueError):
@@ -245,18 +247,8 @@ class Benchmark:
         from nnunetv2_oneshot.propagate import propagate_folder
         src = METHODS[trainer_method]
         out = join(self._seed_dir(seed), "registration_on_pool")
-        env_backup = dict(os.environ)
-        os.environ["nnUNet_results"] = self._results_root(seed, src)
-        try:
-            import importlib
-            import nnunetv2.paths
-            importlib.reload(nnunetv2.paths)
-            res = propagate_folder(self.ds.unlabelled_folder, out, self.name, CONFIGURATION, "all", src.trainer,
-                                   self.plans, device=self.device)
-        finally:
-            os.environ.clear()
-            os.environ.update(env_backup)
-            importlib.reload(nnunetv2.paths)
+        res = propagate_folder(self.ds.unlabelled_folder, out, self.name, CONFIGURATION, "all", src.trainer,
+                               self.plans, device=self.device, results_folder=self._results_root(seed, src))
         folding = float(sum(res["folding"].values()) / len(res["folding"]))
         dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
         return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
