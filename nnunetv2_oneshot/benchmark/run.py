@@ -29,13 +29,16 @@ from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
+from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG
 
 CONFIGURATION = "3d_fullres"
-# the demo's CPU recipe (trainers/variants.py: CPU, CPU_REG, CPU_HINT) with 1000 student iterations
-DEFAULT_BUDGET = dict(epochs=40, iterations=25, val_iterations=2, optimizer="adamw", lr=1e-2,
-                      registration_iterations=150, registration_lr=1e-3,
-                      registration_encoder_channels=[16, 32, 32, 32], registration_decoder_channels=[32, 32, 32, 16],
-                      hint_start_fraction=0.5, hint_rampup_fraction=0.25)
+# the demo's CPU recipe (budgets.py), with 40 instead of 16 epochs
+DEFAULT_BUDGET = dict(epochs=40, iterations=CPU["num_iterations_per_epoch"],
+                      val_iterations=CPU["num_val_iterations_per_epoch"], optimizer=CPU["optimizer_name"],
+                      lr=CPU["initial_lr"], registration_iterations=CPU_REG["registration_num_iterations"],
+                      registration_lr=CPU_REG["registration_lr"],
+                      registration_encoder_channels=list(CPU_REG["registration_encoder_channels"]),
+                      registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_HINT)
 
 
 class BenchmarkError(ValueError):
