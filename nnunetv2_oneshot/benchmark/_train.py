@@ -10,18 +10,29 @@ import random
 import sys
 
 
+def build_trainer(spec: dict, continue_training: bool = False):
+    """The trainer ``spec["trainer"]`` for fold ``all``, built by nnU-Net's ``get_trainer_from_args``, with the
+    attributes ``spec["attributes"]`` set (JSON lists back to the tuples the trainers use)."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunetv2_oneshot.trainers.variants import apply_budget
+    trainer = get_trainer_from_args(spec["dataset"], spec.get("configuration", "3d_fullres"), "all", spec["trainer"],
+                                    spec["plans"], continue_training=continue_training,
+                                    device=torch.device(spec["device"]))
+    apply_budget(trainer, {k: tuple(v) if isinstance(v, list) else v
+                           for k, v in spec.get("attributes", {}).items()})
+    return trainer
+
+
 def main(spec: dict) -> None:
     import numpy as np
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-    from nnunetv2_oneshot.trainers.variants import apply_budget
+    from nnunetv2.run.run_training import maybe_load_checkpoint
 
     random.seed(spec["seed"])
     np.random.seed(spec["seed"])
     torch.manual_seed(spec["seed"])
-    trainer = get_trainer_from_args(spec["dataset"], spec["configuration"], "all", spec["trainer"], spec["plans"],
-                                    continue_training=spec["resume"], device=torch.device(spec["device"]))
-    apply_budget(trainer, {k: tuple(v) if isinstance(v, list) else v for k, v in spec["attributes"].items()})
+    trainer = build_trainer(spec, continue_training=spec["resume"])
     maybe_load_checkpoint(trainer, spec["resume"], False)
     trainer.run_training()
 

@@ -17,11 +17,9 @@ from typing import List, Optional
 
 def _measure(spec: dict) -> dict:
     import torch
-    from nnunetv2.run.run_training import get_trainer_from_args
-    from nnunetv2_oneshot.trainers.variants import apply_budget
+    from nnunetv2_oneshot.benchmark._train import build_trainer
     dev = torch.device(spec["device"])
-    trainer = get_trainer_from_args(spec["dataset"], "3d_fullres", "all", spec["trainer"], spec["plans"], device=dev)
-    apply_budget(trainer, {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("attributes", {}).items()})
+    trainer = build_trainer(spec)
     trainer.disable_checkpointing = True
     out = {"trainer": spec["trainer"], "device": spec["device"]}
     if hasattr(trainer, "registration_num_iterations"):
@@ -87,10 +85,6 @@ def format_table(results: List[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print("RESULT " + json.dumps(_measure(json.loads(sys.argv[1]))))
-
-
 def cost_ratios(bench, log_file: str, iters: int = 10) -> dict:
     """The benchmark's cost block: OneShotDistillTrainer vs the plain-nnUNetTrainer baseline with the SAME
     budget attributes (so the same optimiser and augmentation), and the inference time ratio from the
@@ -114,3 +108,7 @@ def cost_ratios(bench, log_file: str, iters: int = 10) -> dict:
             "peak_rss_mb": {r["trainer"]: r["peak_rss_mb"] for r in res},
             "registration_sec_per_iter": res[1].get("registration_sec_per_iter"),
             "patch_size": res[0]["patch_size"], "batch_size": res[0]["batch_size"]}
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(_measure(json.loads(sys.argv[1]))))
