@@ -81,10 +81,10 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         self.teacher = self.build_teacher().to(self.device)
         if self.hint_regressor:
             stages = self.teacher.decoder.stages
+            conv = torch.nn.Conv3d if len(self.configuration_manager.patch_size) == 3 else torch.nn.Conv2d
             self.hint_regressors = torch.nn.ModuleList(
-                torch.nn.Conv3d(stages[l].output_channels, stages[l].output_channels, 1) if self.teacher_is_3d()
-                else torch.nn.Conv2d(stages[l].output_channels, stages[l].output_channels, 1)
-                for l in self.hint_levels).to(self.device)
+                conv(stages[l].output_channels, stages[l].output_channels, 1) for l in self.hint_levels
+            ).to(self.device)
         super().initialize()
         self._student_tap = DecoderFeatureTap(self.network, self.hint_levels)
         self._teacher_tap = DecoderFeatureTap(self.teacher, self.hint_levels)
@@ -99,9 +99,6 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         # one optimiser for teacher and student: one lr schedule and one checkpointed optimiser state
         params = list(self.network.parameters()) + list(self.teacher.parameters())
         return params + (list(self.hint_regressors.parameters()) if self.hint_regressors is not None else [])
-
-    def teacher_is_3d(self) -> bool:
-        return len(self.configuration_manager.patch_size) == 3
 
     def _student_hint_features(self) -> list:
         feats = self._student_tap.features
