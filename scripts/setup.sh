@@ -11,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 echo "[setup] installing nnunetv2-oneshot and its dependencies (first time: a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt ".[test]" 2>&1 \
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt ".[test,sam]" 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import nnunetv2_oneshot, nnunetv2, torch; print('[setup] ok: torch', torch.__version__)"

@@ -88,5 +88,15 @@ def run_doctor() -> int:
         else:
             _line(OK, f"planner {name}", f"found by -pl in {cls.__module__}")
 
+    # optional extra [sam]: a WARN, not a FAIL, when missing (nothing else in the plugin needs it)
+    from nnunetv2_oneshot.sam.litemedsam import LiteMedSAMUnavailable, litemedsam_weights_path, \
+        load_litemedsam_encoder
+    try:
+        encoder = load_litemedsam_encoder("cpu")
+        _line(OK, "LiteMedSAM image encoder", f"loaded, {sum(p.numel() for p in encoder.parameters()):,} "
+              f"parameters from {litemedsam_weights_path()}")
+    except LiteMedSAMUnavailable as e:
+        _line(WARN, "LiteMedSAM image encoder (optional)", e.problem, e.fix)
+
     print("\nAll good." if problems == 0 else f"\n{problems} problem(s): see the fixes above.")
     return 0 if problems == 0 else 1
