@@ -122,8 +122,9 @@ class PairSynthesizer:
                 out[c][m] = mu_a + (image[c][m] - mu_a) * gain + beta * (mu_s - mu_a)
         return out
 
-    def sample(self, subject: str, rng: np.random.Generator, atlas: Optional[str] = None):
-        """Returns (image (C, *S) float32, label (1, *S) int16, real subject image (C, *S), exact: bool)."""
+    def sample(self, subject: str, rng: np.random.Generator, atlas: Optional[str] = None, return_flow: bool = False):
+        """Returns (image (C, *S) float32, label (1, *S) int16, real subject image (C, *S), exact: bool), plus
+        (atlas id, flow (3, *S)) with ``return_flow``."""
         if atlas is None:
             atlas = self.atlas_ids[rng.integers(len(self.atlas_ids))]
         flow, exact = self.sample_flow(atlas, subject, rng)
@@ -133,7 +134,8 @@ class PairSynthesizer:
         warped_lab = self._warp_label(lab, flow) if not exact else self.exact_labels[(atlas, subject)]
         if rng.random() < self.config.appearance_prob:
             warped = self.adapt_appearance(warped, warped_lab, atlas, subject, float(rng.uniform(0, 1)))
-        return warped.astype(np.float32), warped_lab, self.subjects[subject], exact
+        out = (warped.astype(np.float32), warped_lab, self.subjects[subject], exact)
+        return out + (atlas, flow) if return_flow else out
 
 
 def pad_to_shape(array: np.ndarray, shape: Sequence[int], value: float) -> Tuple[np.ndarray, Tuple[slice, ...]]:

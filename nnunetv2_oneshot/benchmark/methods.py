@@ -15,6 +15,8 @@ class Method:
     data: str = "oneshot"
     #: has a registration stage, so it also gets the registration budget
     registration: bool = False
+    #: needs the LiteMedSAM weights (extra [sam])
+    sam: bool = False
     description: str = ""
 
 
@@ -32,6 +34,12 @@ METHODS = {
                                             description="ablation: teacher frozen after 10% of the epochs"),
     "OneShotDistillTrainer_offline1pair": Method("OneShotDistillTrainer_offline1pair", registration=True,
                                                  description="ablation: one fixed pair per unlabelled scan"),
+    "RRLMedSAMTrainer": Method("RRLMedSAMTrainer", registration=True, sam=True,
+                               description="SAM-guided (LiteMedSAM) general + medical branch, auto-prompt"),
+    "RRLMedSAMTrainer_noEMA": Method("RRLMedSAMTrainer_noEMA", registration=True, sam=True,
+                                     description="ablation: no mutual EMA between the encoders"),
+    "RRLMedSAMTrainer_noAP": Method("RRLMedSAMTrainer_noAP", registration=True, sam=True,
+                                    description="ablation: no auto-prompt (medical branch alone)"),
     "nnUNetTrainer_all_labels": Method("nnUNetTrainer_oneshotBaseline", data="all_labels",
                                        description="upper bound: plain nnUNetTrainer with the pool's true labels"),
 }
@@ -50,6 +58,8 @@ def training_attributes(method: Method, budget: dict) -> dict:
     if method.trainer.startswith("OneShotDistillTrainer"):
         attrs.update(hint_start_fraction=budget["hint_start_fraction"],
                      hint_rampup_fraction=budget["hint_rampup_fraction"])
+    if method.sam:
+        attrs.update(sam_embed_every=budget["sam_embed_every"])
     if method.registration:
         attrs.update(registration_num_iterations=budget["registration_iterations"],
                      registration_lr=budget["registration_lr"],

@@ -29,7 +29,7 @@ from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
-from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG
+from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
 
 CONFIGURATION = "3d_fullres"
 # the demo's CPU recipe (budgets.py), with 40 instead of 16 epochs
@@ -38,7 +38,8 @@ DEFAULT_BUDGET = dict(epochs=40, iterations=CPU["num_iterations_per_epoch"],
                       lr=CPU["initial_lr"], registration_iterations=CPU_REG["registration_num_iterations"],
                       registration_lr=CPU_REG["registration_lr"],
                       registration_encoder_channels=list(CPU_REG["registration_encoder_channels"]),
-                      registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_HINT)
+                      registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_HINT,
+                      **CPU_SAM)
 
 
 class BenchmarkError(ValueError):
@@ -90,6 +91,13 @@ class Benchmark:
         if "atlas_propagation" in self.methods and not any(METHODS[m].registration for m in self.methods):
             raise BenchmarkError("atlas_propagation reuses a one-shot trainer's registration net: add "
                                  "OneShotRegAugTrainer or OneShotDistillTrainer to --methods")
+        if any(METHODS[m].sam for m in self.methods):
+            from nnunetv2_oneshot.sam.litemedsam import LiteMedSAMUnavailable, litemedsam_weights_path
+            try:
+                litemedsam_weights_path()
+            except LiteMedSAMUnavailable as e:
+                raise BenchmarkError(f"{e} (needed by the RRLMedSAMTrainer methods; or leave them out of "
+                                     f"--methods)") from None
         self.pool_labels = pool_labels or self._default_pool_labels()
         if "nnUNetTrainer_all_labels" in self.methods:
             if self.pool_labels is None:

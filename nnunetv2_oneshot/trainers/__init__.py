@@ -1,11 +1,14 @@
 """Trainers that nnU-Net's stock commands find by name (see README, "How nnU-Net finds the trainers")."""
 from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
+from nnunetv2_oneshot.trainers.rrl import RRLMedSAMTrainer
 from nnunetv2_oneshot.trainers.variants import (
     OneShotDistillTrainer_cpu, OneShotDistillTrainer_noHint, OneShotDistillTrainer_noHint_cpu,
     OneShotDistillTrainer_noRecon, OneShotDistillTrainer_noRecon_cpu, OneShotDistillTrainer_offline1pair,
     OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_tiny, OneShotRegAugTrainer_cpu,
-    OneShotRegAugTrainer_tiny, nnUNetTrainer_oneshotBaseline, nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
+    OneShotRegAugTrainer_tiny, RRLMedSAMTrainer_cpu, RRLMedSAMTrainer_noAP, RRLMedSAMTrainer_noAP_cpu,
+    RRLMedSAMTrainer_noEMA, RRLMedSAMTrainer_noEMA_cpu, RRLMedSAMTrainer_tiny, nnUNetTrainer_oneshotBaseline,
+    nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
 
 __all__ = [
     "OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny", "OneShotRegAugTrainer_cpu",
@@ -13,5 +16,6 @@ __all__ = [
     "OneShotDistillTrainer_noHint", "OneShotDistillTrainer_noRecon", "OneShotDistillTrainer_offline1pair",
     "OneShotDistillTrainer_noHint_cpu", "OneShotDistillTrainer_noRecon_cpu",
     "OneShotDistillTrainer_offline1pair_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
-    "nnUNetTrainer_oneshotCPU",
+    "nnUNetTrainer_oneshotCPU", "RRLMedSAMTrainer", "RRLMedSAMTrainer_noEMA", "RRLMedSAMTrainer_noAP",
+    "RRLMedSAMTrainer_tiny", "RRLMedSAMTrainer_cpu", "RRLMedSAMTrainer_noEMA_cpu", "RRLMedSAMTrainer_noAP_cpu",
 ]

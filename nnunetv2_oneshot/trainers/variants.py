@@ -7,10 +7,11 @@ student budget (``nnUNetTrainer_oneshotTiny`` / ``nnUNetTrainer_oneshotCPU``): t
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, SAME_RECIPE, TINY, TINY_REG
+from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM, SAME_RECIPE, TINY, TINY_REG, TINY_SAM
 from nnunetv2_oneshot.trainers.common import ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
+from nnunetv2_oneshot.trainers.rrl import RRLMedSAMTrainer
 
 
 def apply_budget(trainer, *budgets: dict):
@@ -61,6 +62,23 @@ class OneShotDistillTrainer_offline1pair(OneShotDistillTrainer):
         self.synthesis.appearance_prob = 0.0
 
 
+# ---------------------------------------------------------------- ablations of RRL-MedSAM
+class RRLMedSAMTrainer_noEMA(RRLMedSAMTrainer):
+    """No mutual EMA: the general and the medical encoder never exchange weights."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.mutual_ema = False
+
+
+class RRLMedSAMTrainer_noAP(RRLMedSAMTrainer):
+    """No auto-prompt: the medical decoder predicts without the general branch's mask (the network has no
+    prompt convs, so this is a class attribute: nnUNetv2_predict builds the same network)."""
+
+    auto_prompt = False
+
+
 # ---------------------------------------------------------------- budgets
 def _budgeted(name: str, base: type, *budgets: dict) -> type:
     """Subclass ``base`` as ``name`` with the given budgets; assigned to a module-level name of the same
@@ -84,3 +102,7 @@ OneShotDistillTrainer_noRecon_cpu = _budgeted("OneShotDistillTrainer_noRecon_cpu
                                               CPU, CPU_REG, CPU_HINT)
 OneShotDistillTrainer_offline1pair_cpu = _budgeted("OneShotDistillTrainer_offline1pair_cpu",
                                                    OneShotDistillTrainer_offline1pair, CPU, CPU_REG, CPU_HINT)
+RRLMedSAMTrainer_tiny = _budgeted("RRLMedSAMTrainer_tiny", RRLMedSAMTrainer, TINY, TINY_REG, TINY_SAM)
+RRLMedSAMTrainer_cpu = _budgeted("RRLMedSAMTrainer_cpu", RRLMedSAMTrainer, CPU, CPU_REG, CPU_SAM)
+RRLMedSAMTrainer_noEMA_cpu = _budgeted("RRLMedSAMTrainer_noEMA_cpu", RRLMedSAMTrainer_noEMA, CPU, CPU_REG, CPU_SAM)
+RRLMedSAMTrainer_noAP_cpu = _budgeted("RRLMedSAMTrainer_noAP_cpu", RRLMedSAMTrainer_noAP, CPU, CPU_REG, CPU_SAM)
