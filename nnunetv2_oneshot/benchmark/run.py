@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
 from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
+from nnunetv2_oneshot.process import bin_path as _bin, run_logged
 
 CONFIGURATION = "3d_fullres"
 # the demo's CPU recipe (budgets.py), with 40 instead of 16 epochs
@@ -46,28 +45,15 @@ class BenchmarkError(ValueError):
     """Bad benchmark input: the message is one line."""
 
 
-def _bin(name: str) -> str:
-    return join(os.path.dirname(sys.executable), name)
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
 def _run(cmd: List[str], env: dict, log_file: str, echo_every: Optional[str] = None) -> float:
-    """Runs a command with its output in ``log_file``; echoes lines containing ``echo_every`` (progress).
-    Returns the wall time; raises RuntimeError naming the log on failure."""
-    t = time.time()
-    with open(log_file, "a") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in p.stdout:
-            log.write(line)
-            if echo_every and echo_every in line:
-                _say("      " + line.strip()[:150])
-        if p.wait() != 0:
-            raise RuntimeError(f"{basename(cmd[0])} failed (exit {p.returncode}); see {log_file}")
-    return time.time() - t
+    """Runs a command with its output appended to ``log_file``; echoes lines containing ``echo_every``
+    (progress). Returns the wall time; raises CommandFailed naming the log on failure."""
+    echo = (lambda line: _say("      " + line.strip()[:150]) if echo_every in line else None) if echo_every else None
+    return run_logged(cmd, env, log_file, echo, append=True)
 
 
 class Benchmark:

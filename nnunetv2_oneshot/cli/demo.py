@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
-from os.path import isdir, isfile, join
+from os.path import isfile, join
 
 from nnunetv2_oneshot.constants import BRAIN_DATASET_ID
+from nnunetv2_oneshot.process import CommandFailed, bin_path as _bin, run_logged
 
 PLANS = "nnUNetOneShotCPUPlans"
 # (label in the table, trainer) per budget; the first is the baseline a user has today
@@ -23,21 +23,18 @@ METHODS = {
 PROPAGATION = "atlas propagation"
 
 
-def _bin(name: str) -> str:
-    return join(os.path.dirname(sys.executable), name)
+def _show(line: str):
+    if line.strip() and not line.startswith(("These are the", " {", "This is the configuration")):
+        print("    " + line.rstrip()[:160], flush=True)
 
 
 def _run(cmd, env, log_file: str, show: bool = True):
     """Runs a command, streaming its output (indented) and keeping a log. Exits on failure."""
     print("  $ " + " ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd)), flush=True)
-    with open(log_file, "w") as log:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in p.stdout:
-            log.write(line)
-            if show and line.strip() and not line.startswith(("These are the", " {", "This is the configuration")):
-                print("    " + line.rstrip()[:160], flush=True)
-        if p.wait() != 0:
-            sys.exit(f"error: {os.path.basename(cmd[0])} failed (exit {p.returncode}); full log: {log_file}")
+    try:
+        run_logged(cmd, env, log_file, _show if show else None)
+    except CommandFailed as e:
+        sys.exit(f"error: {e}")
 
 
 def overlay_png(image_file: str, label_file: str, predictions: dict, out_file: str):
