@@ -163,23 +163,34 @@ def test_stage_strides():
     assert stage_strides([[1, 1, 1], [1, 2, 2], [2, 2, 2]], 2) == (2, 4, 4)
 
 
-def test_extra_channels_move_with_the_image_and_skip_intensity_transforms():
+@pytest.mark.parametrize("dummy_2d", [False, True])  # True: nnU-Net's 2D augmentation of anisotropic 3D data
+def test_extra_channels_move_with_the_image_and_skip_intensity_transforms(dummy_2d):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
     patch = (16, 16, 16)
     transforms = nnUNetTrainer.get_training_transforms(
-        patch, (-0.5, 0.5), None, None, False, use_mask_for_norm=[False], foreground_labels=[1])
-    wrapped = with_extra_channels(transforms, 1, (SpatialTransform,))
+        patch, (-0.5, 0.5), None, None, dummy_2d, use_mask_for_norm=[False], foreground_labels=[1])
+    wrapped = with_extra_channels(transforms, 1, (SpatialTransform, Convert2DTo3DTransform))  # as the trainer
     torch.manual_seed(0)
     np.random.seed(0)
     hits = 0
+    z = torch.arange(patch[0], dtype=torch.float32)[:, None, None].expand(patch) / patch[0]
+    ramp = (z + torch.arange(patch[1])[None, :, None] / patch[1]) / 2  # in [0, 1)
     for _ in range(8):
         image = torch.rand(1, *patch) + 5
-        extra = torch.ones(1, *patch)
-        out = wrapped(image=torch.cat([image, extra]), segmentation=torch.zeros(1, *patch, dtype=torch.int16))
-        assert out["image"].shape == (2, *patch)
-        e = out["image"][1]
+        # extra channels: a constant 1 and a ramp; the segmentation is the ramp thresholded
+        extra = torch.stack([torch.ones(patch), ramp])
+        seg = (ramp > 0.5).to(torch.int16)[None]
+        out = wrapped(image=torch.cat([image, extra]), segmentation=seg)
+        assert out["image"].shape == (3, *patch)
+        ones, r = out["image"][1], out["image"][2]
         # interpolation and padding can only give values in [0, 1]; noise/brightness/gamma would leave it
-        assert e.min() >= -1e-5 and e.max() <= 1 + 1e-5
+        assert ones.min() >= -1e-5 and ones.max() <= 1 + 1e-5
+        # same spatial transform as the segmentation: thresholding the moved ramp gives the moved label
+        # (away from the threshold, where nearest and linear interpolation may differ by a voxel)
+        inside = (ones > 0.999) & ((r - 0.5).abs() > 0.06)
+        agree = ((r > 0.5) == (out["segmentation"][0] > 0))[inside].float().mean()
+        assert agree > 0.995, float(agree)
         hits += bool((out["image"][0] != image[0]).any())
     assert hits > 0  # the image itself WAS augmented
