@@ -194,3 +194,18 @@ def test_extra_channels_move_with_the_image_and_skip_intensity_transforms(dummy_
         assert agree > 0.995, float(agree)
         hits += bool((out["image"][0] != image[0]).any())
     assert hits > 0  # the image itself WAS augmented
+
+
+def test_one_forward_for_synthetic_and_real_equals_two():
+    from nnunetv2_oneshot.trainers.rrl import _split_batch
+    net = make_net(deep_supervision=True)
+    with torch.no_grad():
+        for p in net.prompt:
+            p.weight.normal_()
+    a, b = torch.randn(2, 1, 16, 16, 8), torch.randn(2, 1, 16, 16, 8)
+    joint = _split_batch(net.forward_all(torch.cat([a, b])), 2)
+    for alone, together in zip((net.forward_all(a), net.forward_all(b)), joint):
+        assert alone.keys() == together.keys()
+        for k in alone:
+            for x, y in zip(alone[k], together[k]):
+                torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

@@ -39,6 +39,13 @@ from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer, SyntheticPair
 RRL_CURVES = ("train_seg_losses", "train_pseudo_losses", "train_distill_losses")
 
 
+def _split_batch(out: dict, n: int):
+    """forward_all's outputs for a concatenated batch -> (first n samples, the rest); lists stay lists."""
+    def cut(v, sl):
+        return [x[sl] for x in v] if isinstance(v, (list, tuple)) else v[sl]
+    return ({k: cut(v, slice(None, n)) for k, v in out.items()}, {k: cut(v, slice(n, None)) for k, v in out.items()})
+
+
 class CoordinatePairDataset(SyntheticPairDataset):
     """Synthetic pair (C synthetic + C real channels) plus 7 channels that locate every voxel for the SAM
     targets: the real scan's voxel coordinates (3), the atlas coordinates the synthetic voxel was warped from
@@ -226,7 +233,8 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
         net = self._unwrapped()
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            out_s, out_r = net.forward_all(synthetic), net.forward_all(real)
+            # one forward for both (instance norm is per sample, so this equals two passes, with bigger GEMMs)
+            out_s, out_r = _split_batch(net.forward_all(torch.cat([synthetic, real])), synthetic.shape[0])
             l_seg = self.loss(out_s["medical"], target) + self.loss(out_s["general"], target)
             l_pseudo = self.loss(out_r["medical"], target) + self.loss(out_r["general"], target)
             l_distill = self._distill(out_s["general_skips"], coords_syn, atlas_no, batch["keys"], "atlas")
