@@ -31,7 +31,7 @@ def test_train_kill_resume_predict(toy_planned, tmp_path):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     first = open(root / "rrl_first.log").read()
-    assert "SAM targets: embedding" in first
+    assert "SAM targets: embedding" in first and "SAM targets standardised per channel" in first
     assert not (model / "checkpoint_final.pth").is_file(), "training ended before it could be killed"
     latest = torch.load(model / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
 
