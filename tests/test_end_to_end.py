@@ -148,16 +148,20 @@ def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(workdir,
     assert f"PRIOR {prior}" in out
 
 
-def test_registration_divergence_is_caught_and_rolled_back(workdir):
+@pytest.mark.parametrize("log_every", [2, 12])
+def test_registration_divergence_is_caught_and_rolled_back(workdir, log_every):
     """Adam at lr 5 blows the registration up; the guard restores the best state and halves the lr, and the
-    stage ends with finite weights."""
+    stage ends with finite weights. With a log point only every 12 iterations the net has already blown up
+    at the first one, so the best state is the untrained net's (iteration 0)."""
     out = _with_trainer(workdir, "OneShotRegAugTrainer_tiny", (
         "torch.manual_seed(0); np.random.seed(0)\n"
-        "t.registration_lr, t.registration_num_iterations, t.registration_log_every = 5.0, 24, 2\n"
+        f"t.registration_lr, t.registration_num_iterations, t.registration_log_every = 5.0, 24, {log_every}\n"
         "t.disable_checkpointing = True\n"
         "t.initialize(); t._load_oneshot_data(); t.train_registration()\n"
         "ok = all(torch.isfinite(p).all() for p in t.registration_net.parameters())\n"
         "print('LR', t.registration_optimizer.param_groups[0]['lr'], 'FINITE', bool(ok))\n"), fold="0")
     assert "registration diverged at it" in out
+    if log_every == 12:
+        assert "at it 0): restored" in out
     lr = float(out.split("LR ")[1].split()[0])
     assert lr < 5.0 and "FINITE True" in out

@@ -174,6 +174,11 @@ class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnU
         t0, start = time.time(), self.registration_iteration
         acc = []
         best = None  # (mean loss, iteration, net state, optimiser state) at the best log point
+        if self.registration_iteration == 0:
+            # the untrained net (near-zero flows) is the first candidate: a run can blow up before its first
+            # log point (seen: smoothness 836 and 29% folded voxels at it 25), and must then go back to it
+            best = (self._mean_registration_loss(pairs, ncc, smooth), 0, copy.deepcopy(net.state_dict()),
+                    copy.deepcopy(self.registration_optimizer.state_dict()))
         while self.registration_iteration < self.registration_num_iterations:
             a, s = pairs[np.random.randint(len(pairs))]
             moving = torch.from_numpy(d["atlases"][a][0][None]).to(self.device)
@@ -214,6 +219,16 @@ class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnU
                     or self.registration_iteration == self.registration_num_iterations:
                 self._save_registration_checkpoint(reg_ckpt)
         self._plot_registration_progress()
+
+    @torch.no_grad()
+    def _mean_registration_loss(self, pairs, ncc, smooth, n: int = 4) -> float:
+        d, losses = self.oneshot_data, []
+        for a, s in pairs[:n]:
+            moving = torch.from_numpy(d["atlases"][a][0][None]).to(self.device)
+            fixed = torch.from_numpy(d["subjects"][s][None]).to(self.device)
+            flow = self.registration_net(moving, fixed)
+            losses.append(float(ncc(warp(moving, flow), fixed) + self.registration_smoothness_weight * smooth(flow)))
+        return float(np.mean(losses))
 
     def _save_registration_checkpoint(self, filename: str):
         if self.local_rank == 0 and not self.disable_checkpointing:
