@@ -17,6 +17,6 @@ TINY_REG = dict(registration_num_iterations=20, registration_lr=1e-3, registrati
 CPU_REG = dict(registration_num_iterations=150, registration_lr=1e-3, registration_log_every=25,
                registration_encoder_channels=(16, 32, 32, 32), registration_decoder_channels=(32, 32, 32, 16))
 # SAM targets (RRLMedSAMTrainer): LiteMedSAM embeds a 256x256 slice in ~1-2 s on 2 CPU cores, so CPU budgets
-# embed every 2nd (tests: 4th) slice of the distillation grid and interpolate in between; once per volume, cached
-TINY_SAM = dict(sam_embed_every=4)
+# embed every 2nd (tests: 8th) slice of the distillation grid and interpolate in between; once per volume, cached
+TINY_SAM = dict(sam_embed_every=8)
 CPU_SAM = dict(sam_embed_every=2)
