@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # 2-core machines: nnU-Net defaults to 8+ worker processes otherwise
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
-exec .venv/bin/python -m pytest -q tests "$@"
+# --durations: the slowest tests in the log, to keep the suite within its CI budget
+exec .venv/bin/python -m pytest -q --durations=12 tests "$@"
