@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import importlib.util
-import math
 import subprocess
 import sys
 import time
@@ -26,29 +25,8 @@ import types
 import torch
 from torch import nn
 
-from nnunetv2_oneshot.sam.litemedsam import ENCODER_PREFIX, _package_dir, litemedsam_weights_path, \
-    load_litemedsam_encoder
-
-PROBE_INDICES = ((0, 0, 0), (17, 31, 5), (128, 32, 40), (255, 63, 63))  # (channel, y, x) read per item
-
-
-def probe_input(batch: int = 2) -> torch.Tensor:
-    """(batch, 3, 256, 256) in [0, 1] without RNG: sinusoidal stripes, a different pattern per item and channel.
-
-    Same as tests/test_sam_encoder.py.
-    """
-    t = torch.linspace(0.0, 1.0, 256, dtype=torch.float64)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    x = torch.stack([torch.stack([0.5 + 0.5 * torch.sin(2 * math.pi * ((b + c + 1) * xx + (b + 2) * yy) + c)
-                                  for c in range(3)]) for b in range(batch)])
-    return x.float()
-
-
-def embedding_stats(y: torch.Tensor) -> list:
-    """Per item: (sum, mean |y|, y at PROBE_INDICES), in float64."""
-    y = y.double()
-    return [(y[b].sum().item(), y[b].abs().mean().item(), [y[b][i].item() for i in PROBE_INDICES])
-            for b in range(y.shape[0])]
+from nnunetv2_oneshot.sam.litemedsam import ENCODER_PREFIX, _package_dir, embedding_stats, litemedsam_weights_path, \
+    load_litemedsam_encoder, probe_input
 
 
 def _timm_importable() -> bool:

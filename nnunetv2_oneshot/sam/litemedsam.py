@@ -10,6 +10,7 @@ one-line message that names the fix.
 from __future__ import annotations
 
 import hashlib
+import math
 import importlib.util
 import os
 from pathlib import Path
@@ -101,3 +102,24 @@ def load_litemedsam_encoder(device: Union[str, torch.device] = "cpu",
     encoder = TinyViTEncoder()
     encoder.load_state_dict(encoder_state, strict=True)
     return encoder.requires_grad_(False).eval().to(device)
+
+
+# A fixed, RNG-free probe for "does this encoder give LiteMedSAM's embeddings": the test pins its statistics,
+# recorded once from the package's own model by benchmarks/verify_litemedsam.py.
+PROBE_INDICES = ((0, 0, 0), (17, 31, 5), (128, 32, 40), (255, 63, 63))  # (channel, y, x) read per item
+
+
+def probe_input(batch: int = 2) -> torch.Tensor:
+    """(batch, 3, 256, 256) in [0, 1]: sinusoidal stripes, a different pattern per item and channel."""
+    t = torch.linspace(0.0, 1.0, LITEMEDSAM_INPUT_SIZE, dtype=torch.float64)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    x = torch.stack([torch.stack([0.5 + 0.5 * torch.sin(2 * math.pi * ((b + c + 1) * xx + (b + 2) * yy) + c)
+                                  for c in range(3)]) for b in range(batch)])
+    return x.float()
+
+
+def embedding_stats(y: torch.Tensor) -> list:
+    """Per item of (B, 256, 64, 64): (sum, mean |y|, y at PROBE_INDICES), in float64."""
+    y = y.double()
+    return [(y[b].sum().item(), y[b].abs().mean().item(), [y[b][i].item() for i in PROBE_INDICES])
+            for b in range(y.shape[0])]
