@@ -151,17 +151,7 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
             loss = self.lambda_seg * l_seg + self.hint_weight() * l_hint
             if self._teacher_trains():
                 loss = loss + self.lambda_recon * l_recon
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 12)
-            self.optimizer.step()
+        self.backward_and_step(loss)
         with torch.no_grad():  # how well the synthetic scan matches its real one: registration quality, live
             ncc = self._ncc(synthetic.float(), real.float())
         return {"loss": loss.detach().cpu().numpy(), "seg": l_seg.detach().cpu().numpy(),

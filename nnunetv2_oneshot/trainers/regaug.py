@@ -294,6 +294,21 @@ class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnU
         self.print_to_log_file("Stage 2/2: training the student (nnU-Net's planned network) on synthetic pairs")
         super().on_train_start()
 
+    def backward_and_step(self, loss: torch.Tensor):
+        """nnU-Net's update (grad scaler on CUDA, gradient norm clipped at 12) over every parameter of the
+        optimiser, for train_steps with losses of their own (the distillation trainers)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 12)
+            self.optimizer.step()
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filename: str) -> None:
         # nnU-Net writes its own keys; we add ours to the same file (atomically) so that --c restores everything

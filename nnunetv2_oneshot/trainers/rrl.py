@@ -252,17 +252,7 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
                 l_distill = 0.5 * (l_distill + self._distill(out_r["general_skips"], coords_real, atlas_no,
                                                              batch["keys"], "subject"))
             loss = self.lambda_seg * l_seg + self.lambda_pseudo * l_pseudo + self.lambda_distill * l_distill
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 12)
-            self.optimizer.step()
+        self.backward_and_step(loss)
         if self.mutual_ema:
             mutual_ema_(net.general.encoder, net.medical.encoder, self.ema_alpha)
         return {"loss": loss.detach().cpu().numpy(), "seg": l_seg.detach().cpu().numpy(),
