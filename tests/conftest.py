@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -35,3 +37,19 @@ def toy_planned(tmp_path_factory):
 def snapshot(folder):
     """Every path under ``folder`` with its size and mtime: equal snapshots = nothing added, removed or changed."""
     return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def train_until_first_checkpoint_then_kill(cmd, env, cwd, model_folder, log_file, timeout_s=600, grace_s=3.0):
+    """Starts ``cmd`` (an nnUNetv2_train), waits for its first checkpoint_latest.pth, lets it run ``grace_s``
+    seconds into the next epoch, then SIGKILLs the whole process group (as a crash would). Returns the log."""
+    with open(log_file, "w") as log:
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout_s
+        while not (model_folder / "checkpoint_latest.pth").is_file():
+            assert p.poll() is None, open(log_file).read()[-3000:]
+            assert time.time() < deadline, f"no checkpoint_latest within {timeout_s} s"
+            time.sleep(0.5)
+        time.sleep(grace_s)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    return open(log_file).read()

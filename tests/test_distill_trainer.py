@@ -1,12 +1,8 @@
 """OneShotDistillTrainer through the stock commands: train, kill mid-epoch, resume with --c, predict."""
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from conftest import BIN, run_cmd
+from conftest import BIN, run_cmd, train_until_first_checkpoint_then_kill
 
 TRAINER = "OneShotDistillTrainer_tiny"
 CURVES = ("train_losses", "val_losses", "train_seg_losses", "train_recon_losses", "train_hint_losses",
@@ -22,17 +18,8 @@ def test_kill_mid_epoch_then_continue_restores_everything(toy_planned):
     root, env, _ = toy_planned
     model = _model(root)
     cmd = [f"{BIN}/nnUNetv2_train", "901", "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    with open(root / "distill_first.log", "w") as log:
-        p = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 600
-        # the tiny budget saves checkpoint_latest after every epoch; wait for epoch 0's, then into epoch 1
-        while not (model / "checkpoint_latest.pth").is_file():
-            assert p.poll() is None, open(root / "distill_first.log").read()[-3000:]
-            assert time.time() < deadline, "no checkpoint_latest within 10 minutes"
-            time.sleep(0.5)
-        time.sleep(3)
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    # the tiny budget saves checkpoint_latest after every epoch; killed in epoch 1
+    train_until_first_checkpoint_then_kill(cmd, env, root, model, root / "distill_first.log")
     assert not (model / "checkpoint_final.pth").is_file(), "training ended before it could be killed"
     latest = torch.load(model / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] >= 1 and "teacher" in latest["oneshot"]

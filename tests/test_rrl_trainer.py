@@ -1,11 +1,8 @@
 """RRLMedSAMTrainer through the stock commands: train (LiteMedSAM targets), kill mid-training, resume with --c,
 predict with stock nnUNetv2_predict; and the one-line error when the weights are missing."""
-import os
-import signal
 import subprocess
-import time
 
-from conftest import BIN, run_cmd
+from conftest import BIN, run_cmd, train_until_first_checkpoint_then_kill
 
 TRAINER = "RRLMedSAMTrainer_tiny"
 CURVES = ("train_losses", "val_losses", "train_seg_losses", "train_pseudo_losses", "train_distill_losses")
@@ -20,17 +17,8 @@ def test_train_kill_resume_predict(toy_planned, tmp_path):
     root, env, _ = toy_planned
     model = _model(root)
     cmd = [f"{BIN}/nnUNetv2_train", "901", "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    with open(root / "rrl_first.log", "w") as log:
-        p = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 900
-        while not (model / "checkpoint_latest.pth").is_file():
-            assert p.poll() is None, open(root / "rrl_first.log").read()[-3000:]
-            assert time.time() < deadline, "no checkpoint_latest within 15 minutes"
-            time.sleep(0.5)
-        time.sleep(2)
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-    first = open(root / "rrl_first.log").read()
+    first = train_until_first_checkpoint_then_kill(cmd, env, root, model, root / "rrl_first.log", timeout_s=900,
+                                                   grace_s=2)
     assert "SAM targets: embedding" in first and "SAM targets standardised per channel" in first
     assert not (model / "checkpoint_final.pth").is_file(), "training ended before it could be killed"
     latest = torch.load(model / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
