@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import BIN, run_cmd, snapshot
+from conftest import BIN, run_cmd, snapshot, train_until_first_checkpoint_then_kill
 
 TINY = ["-p", "nnUNetPlans", "--epochs", "2", "--iterations", "3", "--registration-iterations", "4"]
 METHODS = ["nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_all_labels"]
@@ -78,9 +78,32 @@ def test_raw_data_untouched(bench, toy_planned):
     assert snapshot(root / "raw") == raw_before
 
 
+def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
+    """--jobs 2 trains two seeds at once; a benchmark killed mid-training resumes from the latest checkpoint
+    (the budget sets save_every, since nnU-Net's 50 would leave a shorter run nothing to resume from)."""
+    import torch
+    root, env, _ = toy_planned
+    out = tmp_path / "b"
+    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "-p", "nnUNetPlans", "--epochs", "8",
+           "--iterations", "2", "--methods", "nnUNetTrainer_1label", "--seeds", "0", "1", "--jobs", "2", "--no-cost"]
+    model = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \
+        "nnUNetTrainer_oneshotBaseline__nnUNetPlans__3d_fullres" / "fold_all"
+    first = train_until_first_checkpoint_then_kill(cmd, env, root, model, tmp_path / "first.log", grace_s=0)
+    assert "2 seeds at a time" in first
+    assert "[seed 1] 1/1 nnUNetTrainer_1label" in first  # started before seed 0 finished
+    assert not (model / "checkpoint_final.pth").exists()
+    log = run_cmd(cmd, env, root)
+    assert "[seed 0]     training nnUNetTrainer_oneshotBaseline (resuming" in log
+    assert len(torch.load(model / "checkpoint_final.pth", weights_only=False)["logging"]["train_losses"]) == 8
+    for seed in (0, 1):
+        assert (out / f"seed{seed}" / "scores" / "nnUNetTrainer_1label.json").is_file()
+    assert json.loads((out / "Dataset901_Toy.json").read_text())["methods"]["nnUNetTrainer_1label"]["seeds"] == [0, 1]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--epochs", "5"], "holds a benchmark with a different budget"),
     (["--methods", "atlas_propagation"], "atlas_propagation reuses a one-shot trainer's registration net"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
 ])
 def test_bad_options_fail_in_one_line(bench, args, message):
     root, env, out, _ = bench

@@ -59,7 +59,8 @@ def _run(cmd: List[str], env: dict, log_file: str, echo_every: Optional[str] = N
 class Benchmark:
     def __init__(self, dataset: str, output: Optional[str] = None, methods: Optional[List[str]] = None,
                  seeds: List[int] = (0,), budget: Optional[dict] = None, plans: str = "nnUNetOneShotCPUPlans",
-                 device: str = "cpu", pool_labels: Optional[str] = None, measure_cost: bool = True):
+                 device: str = "cpu", pool_labels: Optional[str] = None, measure_cost: bool = True,
+                 jobs: int = 1):
         from nnunetv2_oneshot.nnunet_io import _require, dataset_name, raw_dataset_folder
         from nnunetv2_oneshot.validation import validate_oneshot_dataset
         # every check before any compute, each a one-line error
@@ -99,7 +100,10 @@ class Benchmark:
             import torch
             if not torch.cuda.is_available():
                 raise BenchmarkError("--device cuda, but torch sees no CUDA device here")
+        if int(jobs) < 1:
+            raise BenchmarkError(f"--jobs must be at least 1, got {jobs}")
         self.seeds = [int(s) for s in seeds]
+        self.jobs = min(int(jobs), len(self.seeds))
         self.budget = dict(DEFAULT_BUDGET, **(budget or {}))
         self.plans = plans
         self.device = device
@@ -143,6 +147,9 @@ class Benchmark:
 
     def _env(self, seed: int, method: Method) -> dict:
         env = dict(self.env, nnUNet_results=self._results_root(seed, method))
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # seeds in parallel share the cores: one torch thread pool per job instead of oversubscribing
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         if method.data == "all_labels":
             env.update(nnUNet_raw=join(self.out, "all_labels", "nnUNet_raw"),
                        nnUNet_preprocessed=join(self.out, "all_labels", "nnUNet_preprocessed"))
@@ -206,12 +213,13 @@ class Benchmark:
         method = METHODS[name]
         model = self._model_dir(seed, method)
         if isfile(join(model, "checkpoint_final.pth")):
-            _say(f"    trained model found: {model}")
+            _say(f"[seed {seed}]     trained model found: {model}")
             return 0.0
         resume = isfile(join(model, "checkpoint_latest.pth"))
         spec = dict(dataset=self.name, configuration=CONFIGURATION, trainer=method.trainer, plans=self.plans,
                     device=self.device, seed=seed, resume=resume, attributes=training_attributes(method, self.budget))
-        _say(f"    training {method.trainer} ({'resuming' if resume else 'from scratch'}; log in {model})")
+        _say(f"[seed {seed}]     training {method.trainer} ({'resuming' if resume else 'from scratch'}; log in "
+             f"{model})")
         return _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
                     self._env(seed, method), join(self.out, "logs", f"train_seed{seed}_{name}.log"),
                     echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
@@ -250,6 +258,34 @@ class Benchmark:
         dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
         return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
 
+    def _run_seed(self, seed: int) -> None:
+        """Every method of one seed; (seed, method) pairs scored before are skipped."""
+        order = [m for m in self.methods if m != "atlas_propagation"]
+        os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
+        reg_source = next((m for m in order if METHODS[m].registration), None)
+        todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
+        for i, name in enumerate(todo):
+            score_file = join(self._seed_dir(seed), "scores", name + ".json")
+            if isfile(score_file):
+                _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
+                continue
+            _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
+            rec = {"method": name, "seed": seed}
+            try:
+                if METHODS[name].trainer is not None:
+                    rec["train_s"] = self.train(seed, name)
+                rec["predict_s"] = self.predict(seed, name, reg_source)
+            except Exception as e:  # said at once: with --jobs the other seeds run on before it is raised
+                _say(f"[seed {seed}] {name} failed: {e}")
+                raise
+            rec.update(self.score(seed, name))
+            if name == "atlas_propagation":
+                rec["registration"] = self.registration_quality(seed, reg_source)
+            with open(score_file + ".tmp", "w") as f:
+                json.dump(rec, f, indent=1)
+            os.replace(score_file + ".tmp", score_file)
+            _say(f"[seed {seed}]     mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm")
+
     # ------------------------------------------------------------------ everything
     def run(self) -> dict:
         from nnunetv2_oneshot.benchmark import report
@@ -261,28 +297,15 @@ class Benchmark:
              f"{self.methods}\n  split: atlas {cfg['split']['atlas']}, {len(cfg['split']['unlabelled'])} "
              f"unlabelled, test {cfg['split']['test']}")
         self.prepare()
-        order = [m for m in self.methods if m != "atlas_propagation"]
-        for seed in self.seeds:
-            os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
-            reg_source = next((m for m in order if METHODS[m].registration), None)
-            todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
-            for i, name in enumerate(todo):
-                score_file = join(self._seed_dir(seed), "scores", name + ".json")
-                if isfile(score_file):
-                    _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
-                    continue
-                _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
-                rec = {"method": name, "seed": seed}
-                if METHODS[name].trainer is not None:
-                    rec["train_s"] = self.train(seed, name)
-                rec["predict_s"] = self.predict(seed, name, reg_source)
-                rec.update(self.score(seed, name))
-                if name == "atlas_propagation":
-                    rec["registration"] = self.registration_quality(seed, reg_source)
-                with open(score_file + ".tmp", "w") as f:
-                    json.dump(rec, f, indent=1)
-                os.replace(score_file + ".tmp", score_file)
-                _say(f"    mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm")
+        if self.jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            threads = self._env(self.seeds[0], METHODS[self.methods[0]]).get("OMP_NUM_THREADS", "unset")
+            _say(f"  {self.jobs} seeds at a time, OMP_NUM_THREADS={threads} each")
+            with ThreadPoolExecutor(self.jobs) as pool:  # the work is in subprocesses; threads only wait on them
+                list(pool.map(self._run_seed, self.seeds))
+        else:
+            for seed in self.seeds:
+                self._run_seed(seed)
         cost = None
         if {"nnUNetTrainer_1label", "OneShotDistillTrainer"} <= set(self.methods) and \
                 (self.measure_cost or isfile(join(self.out, "cost.json"))):
