@@ -46,7 +46,8 @@ class BenchmarkError(ValueError):
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    sys.stdout.write(msg + "\n")  # one write: with --jobs, print's two writes interleave between seeds
+    sys.stdout.flush()
 
 
 def _run(cmd: List[str], env: dict, log_file: str, echo_every: Optional[str] = None) -> float:
