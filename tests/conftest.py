@@ -40,8 +40,9 @@ def snapshot(folder):
 
 
 def train_until_first_checkpoint_then_kill(cmd, env, cwd, model_folder, log_file, timeout_s=600, grace_s=3.0):
-    """Starts ``cmd`` (nnUNetv2_train, or a command that runs it), waits for its first checkpoint_latest.pth, lets it run ``grace_s``
-    seconds into the next epoch, then SIGKILLs the whole process group (as a crash would). Returns the log."""
+    """Starts ``cmd`` (nnUNetv2_train, or a command that runs it), waits for its first checkpoint_latest.pth,
+    lets it run ``grace_s`` seconds into the next epoch, then SIGKILLs the whole process group (as a crash
+    would). Returns the log."""
     with open(log_file, "w") as log:
         p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout_s

@@ -112,6 +112,9 @@ class Benchmark:
         self.out = os.path.abspath(output or join(_require("nnUNet_results"), self.name, "oneshot_benchmark"))
         self.env = dict(os.environ, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"),
                         nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "1"))
+        # seeds in parallel share the cores: one torch thread pool per job instead of oversubscribing
+        self.job_env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.jobs))} \
+            if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ else {}
         self._check_config()
 
     # ------------------------------------------------------------------ set-up
@@ -147,10 +150,7 @@ class Benchmark:
         return join(self._seed_dir(seed), "all_labels" if method.data == "all_labels" else "", "nnUNet_results")
 
     def _env(self, seed: int, method: Method) -> dict:
-        env = dict(self.env, nnUNet_results=self._results_root(seed, method))
-        if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # seeds in parallel share the cores: one torch thread pool per job instead of oversubscribing
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        env = dict(self.env, nnUNet_results=self._results_root(seed, method), **self.job_env)
         if method.data == "all_labels":
             env.update(nnUNet_raw=join(self.out, "all_labels", "nnUNet_raw"),
                        nnUNet_preprocessed=join(self.out, "all_labels", "nnUNet_preprocessed"))
@@ -300,7 +300,7 @@ class Benchmark:
         self.prepare()
         if self.jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
-            threads = self._env(self.seeds[0], METHODS[self.methods[0]]).get("OMP_NUM_THREADS", "unset")
+            threads = self.job_env.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
             _say(f"  {self.jobs} seeds at a time, OMP_NUM_THREADS={threads} each")
             with ThreadPoolExecutor(self.jobs) as pool:  # the work is in subprocesses; threads only wait on them
                 list(pool.map(self._run_seed, self.seeds))

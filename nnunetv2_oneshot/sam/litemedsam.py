@@ -10,8 +10,8 @@ one-line message that names the fix.
 from __future__ import annotations
 
 import hashlib
-import math
 import importlib.util
+import math
 import os
 from pathlib import Path
 from typing import Optional, Union
