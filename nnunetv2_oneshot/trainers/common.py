@@ -1,7 +1,26 @@
 """Pieces shared by our trainers and by the plain-nnUNetTrainer baselines they are compared with."""
+import os
+from os.path import isfile
+
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+
+class AtomicCheckpoint:
+    """Checkpoints are written to ``<name>.part`` and renamed into place, so a crash or kill while writing
+    leaves the previous checkpoint intact instead of a truncated file that ``--c`` cannot load (nnU-Net
+    writes in place). Subclasses add their own keys in ``_complete_checkpoint(path)``, before the rename."""
+
+    def save_checkpoint(self, filename: str) -> None:
+        part = filename + ".part"
+        super().save_checkpoint(part)
+        if isfile(part):  # nothing is written on other ranks or with disable_checkpointing
+            self._complete_checkpoint(part)
+            os.replace(part, filename)
+
+    def _complete_checkpoint(self, path: str) -> None:
+        pass
 
 
 class OptimizerChoice:

@@ -22,7 +22,7 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_oneshot.trainers.common import ClassPriorInit, MirroringChoice, OptimizerChoice
+from nnunetv2_oneshot.trainers.common import AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
@@ -57,7 +57,7 @@ class SyntheticPairDataset:
         return self.load_case(identifier)
 
 
-class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnUNetTrainer):
+class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # nnU-Net pops this flag inside super().__init__; we need it to resume the registration stage
@@ -310,14 +310,11 @@ class OneShotRegAugTrainer(ClassPriorInit, MirroringChoice, OptimizerChoice, nnU
             self.optimizer.step()
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filename: str) -> None:
-        # nnU-Net writes its own keys; we add ours to the same file (atomically) so that --c restores everything
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing and isfile(filename):
-            ckpt = torch.load(filename, map_location="cpu", weights_only=False)
-            ckpt["oneshot"] = self._extra_checkpoint_state()
-            torch.save(ckpt, filename + ".tmp")
-            os.replace(filename + ".tmp", filename)
+    def _complete_checkpoint(self, path: str) -> None:
+        # nnU-Net has written its own keys; ours go into the same file so that --c restores everything
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt["oneshot"] = self._extra_checkpoint_state()
+        torch.save(ckpt, path)
 
     def _extra_checkpoint_state(self) -> dict:
         return self._registration_state()

@@ -8,7 +8,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM, SAME_RECIPE, TINY, TINY_REG, TINY_SAM
-from nnunetv2_oneshot.trainers.common import ClassPriorInit, MirroringChoice, OptimizerChoice
+from nnunetv2_oneshot.trainers.common import AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.trainers.distill import OneShotDistillTrainer
 from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 from nnunetv2_oneshot.trainers.rrl import RRLMedSAMTrainer
@@ -22,10 +22,11 @@ def apply_budget(trainer, *budgets: dict):
             setattr(trainer, k, v)
 
 
-class nnUNetTrainer_oneshotBaseline(ClassPriorInit, MirroringChoice, OptimizerChoice, nnUNetTrainer):
+class nnUNetTrainer_oneshotBaseline(AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice,
+                                    nnUNetTrainer):
     """Plain nnUNetTrainer (trains on the labelled case(s) only) with the same optimiser, mirroring and
     head-initialisation knobs as ours, so that a budget can set both alike. With the defaults it IS
-    nnUNetTrainer."""
+    nnUNetTrainer, except that checkpoints are written atomically."""
 
 
 # ---------------------------------------------------------------- ablations of the distillation
