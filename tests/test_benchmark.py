@@ -61,15 +61,35 @@ def test_report_plots_and_stock_predictions(bench):
     assert len(list((out / "all_labels" / "nnUNet_raw" / "Dataset901_Toy" / "labelsTr").iterdir())) == 5
 
 
+def test_pool_scores_judge_the_method_without_the_test_donors(bench):
+    _, _, out, _ = bench
+    res = json.loads((out / "Dataset901_Toy.json").read_text())
+    for m in ("nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation"):
+        assert 0.0 <= res["methods"][m]["pool_dice_mean"] <= 1.0, m
+        assert sorted(p.name for p in (out / "seed0" / "predictions_pool" / m).glob("*.nii.gz")) == \
+            [f"toy_u{i:02d}.nii.gz" for i in range(4)], m
+    assert res["methods"]["nnUNetTrainer_all_labels"]["pool_dice_mean"] is None  # it trained on those labels
+    # two routes to the same number: propagation's pool Dice is the registration's warped-label Dice
+    assert res["methods"]["atlas_propagation"]["pool_dice_mean"] == \
+        pytest.approx(res["registration"]["warped_label_dice"], abs=1e-9)
+    assert "| pool Dice |" in (out / "Dataset901_Toy.md").read_text()
+
+
 def test_rerun_resumes_without_training_again(bench):
     root, env, out, _ = bench
     ckpt = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \
         "OneShotDistillTrainer__nnUNetPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth"
     before = ckpt.stat().st_mtime_ns
+    # a run scored before pool scores existed gets them on the rerun, without training again
+    score_file = out / "seed0" / "scores" / "OneShotDistillTrainer.json"
+    rec = json.loads(score_file.read_text())
+    pool = rec.pop("pool_dice")
+    score_file.write_text(json.dumps(rec))
     log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--methods", *METHODS, *TINY,
                    "--no-cost"], env, root)
     assert log.count("done before") == len(METHODS)
     assert ckpt.stat().st_mtime_ns == before
+    assert json.loads(score_file.read_text())["pool_dice"]["mean"] == pytest.approx(pool["mean"], abs=1e-9)
 
 
 def test_raw_data_untouched(bench, toy_planned):

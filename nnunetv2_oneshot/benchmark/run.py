@@ -229,17 +229,20 @@ class Benchmark:
                     self._env(seed, method), join(self.out, "logs", f"train_seed{seed}_{name}.log"),
                     echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
 
-    def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None) -> float:
+    def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None,
+                pool: bool = False) -> float:
+        """Predicts the test cases, or with ``pool`` the unlabelled pool scans, through the stock commands."""
         method = METHODS[name]
-        out = join(self._seed_dir(seed), "predictions", name)
-        log = join(self.out, "logs", f"predict_seed{seed}_{name}.log")
+        out = join(self._seed_dir(seed), "predictions_pool" if pool else "predictions", name)
+        images = self.ds.unlabelled_folder if pool else join(self.raw, "imagesTs")
+        log = join(self.out, "logs", f"predict{'_pool' if pool else ''}_seed{seed}_{name}.log")
         shutil.rmtree(out, ignore_errors=True)  # never score a half-written folder
         if method.trainer is None:
             src = METHODS[trainer_for_propagation]
-            return _run([_bin("nnunetv2-oneshot"), "propagate", "-i", join(self.raw, "imagesTs"), "-o", out, "-d",
+            return _run([_bin("nnunetv2-oneshot"), "propagate", "-i", images, "-o", out, "-d",
                          self.name, "-tr", src.trainer, "-p", self.plans, "-device", self.device],
                         self._env(seed, src), log)
-        return _run([_bin("nnUNetv2_predict"), "-i", join(self.raw, "imagesTs"), "-o", out, "-d", self.name, "-c",
+        return _run([_bin("nnUNetv2_predict"), "-i", images, "-o", out, "-d", self.name, "-c",
                      CONFIGURATION, "-f", "all", "-tr", method.trainer, "-p", self.plans, "-device", self.device,
                      "-npp", "1", "-nps", "1"], self._env(seed, method), log)
 
@@ -249,6 +252,17 @@ class Benchmark:
         ref = join(self.raw, "labelsTs")
         return {"dice": dice_per_label(pred, ref, self.ds.dataset_json),
                 "hd95": hd95_per_label(pred, ref, self.ds.dataset_json)}
+
+    def pool_score(self, seed: int, name: str, trainer_for_propagation: Optional[str]) -> Optional[dict]:
+        """Dice on the unlabelled pool scans against their true labels: the scans the one-shot trainers saw
+        without labels, so a score that can judge a change to the method without the test donors. None
+        without pool labels, and for the upper bound, which trained on them."""
+        from nnunetv2_oneshot.evaluation import dice_per_label
+        if self.pool_labels is None or METHODS[name].data == "all_labels":
+            return None
+        self.predict(seed, name, trainer_for_propagation, pool=True)
+        return dice_per_label(join(self._seed_dir(seed), "predictions_pool", name), self.pool_labels,
+                              self.ds.dataset_json)
 
     def registration_quality(self, seed: int, trainer_method: str) -> dict:
         """Atlas labels warped onto the POOL scans (the registration's own inputs) against the pool's true
@@ -272,6 +286,11 @@ class Benchmark:
         for i, name in enumerate(todo):
             score_file = join(self._seed_dir(seed), "scores", name + ".json")
             if isfile(score_file):
+                with open(score_file) as f:
+                    rec = json.load(f)
+                if "pool_dice" not in rec:  # scored before pool scores existed: add them
+                    rec["pool_dice"] = self.pool_score(seed, name, reg_source)
+                    self._write_json(score_file, rec)
                 _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
                 continue
             _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
@@ -286,10 +305,17 @@ class Benchmark:
             rec.update(self.score(seed, name))
             if name == "atlas_propagation":
                 rec["registration"] = self.registration_quality(seed, reg_source)
-            with open(score_file + ".tmp", "w") as f:
-                json.dump(rec, f, indent=1)
-            os.replace(score_file + ".tmp", score_file)
-            _say(f"[seed {seed}]     mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm")
+            rec["pool_dice"] = self.pool_score(seed, name, reg_source)
+            self._write_json(score_file, rec)
+            pool = "" if rec["pool_dice"] is None else f"; on the pool {rec['pool_dice']['mean']:.3f}"
+            _say(f"[seed {seed}]     mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm"
+                 f"{pool}")
+
+    @staticmethod
+    def _write_json(path: str, obj) -> None:
+        with open(path + ".tmp", "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(path + ".tmp", path)
 
     # ------------------------------------------------------------------ everything
     def run(self) -> dict:
