@@ -81,3 +81,33 @@ def test_pad_roundtrip_and_canvas():
     np.testing.assert_array_equal(padded[crop], x)
     with pytest.raises(ValueError):
         pad_to_shape(x, (4, 6, 7), 0)
+
+
+@pytest.mark.parametrize("atlas_prob", [0.0, 0.3, 1.0])
+def test_atlas_prob_is_the_share_of_unwarped_atlas_samples(atlas_prob):
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, lab = _atlas()
+    flow = np.zeros((3, *S), np.float32)
+    flow[0] = 1.0  # every synthetic sample differs from the atlas
+    subj = np.roll(img, -1, axis=1)
+    syn = _synth({("a", "s"): flow}, {"s": subj}, SynthesisConfig(0.0, 2.0, (1, 1), 0.0, atlas_prob=atlas_prob))
+    ds = SyntheticPairDataset(syn, {"s": "subject locations"}, with_real_image=True,
+                              atlas_locations={"a": "atlas locations"})
+    np.random.seed(0)
+    n, atlas_samples = 200, 0
+    for _ in range(n):
+        data, seg, _, props = ds.load_case("s")
+        is_atlas = np.array_equal(seg, lab)
+        atlas_samples += is_atlas
+        # an atlas sample comes with the atlas as its real partner and the atlas' foreground locations
+        np.testing.assert_allclose(data[1:], img if is_atlas else subj, atol=1e-5)
+        assert props["class_locations"] == ("atlas locations" if is_atlas else "subject locations")
+    assert abs(atlas_samples / n - atlas_prob) < 0.08
+
+
+def test_atlas_prob_needs_atlas_locations():
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, _ = _atlas()
+    syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, {"s": img}, SynthesisConfig(atlas_prob=0.5))
+    with pytest.raises(ValueError, match="atlas_locations"):
+        SyntheticPairDataset(syn, {"s": {}})

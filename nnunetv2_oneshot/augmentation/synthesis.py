@@ -32,6 +32,10 @@ class SynthesisConfig:
     flow_interpolation_beta: float = 2.0
     flow_scale_range: Tuple[float, float] = (1.0, 1.0)
     appearance_prob: float = 0.8
+    # share of samples that are the atlas itself, unwarped, with its true label (read by the trainers' data
+    # set, not by PairSynthesizer). Warped atlases are smoother than a real scan (trilinear resampling);
+    # the plain baseline trains on the sharp atlas alone.
+    atlas_prob: float = 0.0
 
 
 def _region_stats(image: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

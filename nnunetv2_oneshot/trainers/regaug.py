@@ -14,7 +14,7 @@ import copy
 import os
 import time
 from os.path import isfile, join
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,18 +40,30 @@ class SyntheticPairDataset:
     synthesised for that unlabelled subject. ``with_real_image`` appends the paired real image's channels
     after the synthetic ones (C synthetic + C real), so that spatial augmentation keeps them aligned."""
 
-    def __init__(self, synthesizer: PairSynthesizer, class_locations: Dict[str, dict], with_real_image: bool = False):
+    def __init__(self, synthesizer: PairSynthesizer, class_locations: Dict[str, dict], with_real_image: bool = False,
+                 atlas_locations: Optional[Dict[str, dict]] = None):
         self.synthesizer = synthesizer
         self.identifiers = list(synthesizer.subject_ids)
         self.class_locations = class_locations
         self.with_real_image = with_real_image
+        self.atlas_locations = atlas_locations
+        if synthesizer.config.atlas_prob > 0 and atlas_locations is None:
+            raise ValueError("SynthesisConfig.atlas_prob > 0 needs atlas_locations")
 
     def load_case(self, identifier: str):
         # nnU-Net's workers seed numpy's global state differently per process; draw our seed from it
         rng = np.random.default_rng(np.random.randint(0, 2 ** 31))
-        image, label, real, _ = self.synthesizer.sample(identifier, rng)
-        data = np.concatenate([image, real]) if self.with_real_image else image
-        return data, label, None, {"class_locations": self.class_locations[identifier]}
+        p = self.synthesizer.config.atlas_prob
+        if p > 0 and rng.random() < p:
+            # the atlas as it is; its own image is its voxel-aligned real partner (the distillation pairing)
+            atlas = self.synthesizer.atlas_ids[rng.integers(len(self.synthesizer.atlas_ids))]
+            image, label = self.synthesizer.atlases[atlas]
+            real, locations = image, self.atlas_locations[atlas]
+        else:
+            image, label, real, _ = self.synthesizer.sample(identifier, rng)
+            locations = self.class_locations[identifier]
+        data = np.concatenate([image, real]) if self.with_real_image else image.copy()
+        return data, label.copy(), None, {"class_locations": locations}
 
     def __getitem__(self, identifier):
         return self.load_case(identifier)
@@ -274,11 +286,12 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         synth = PairSynthesizer(d["atlases"], d["subjects"], self.compute_flows(),
                                 num_classes=max(self.label_manager.all_labels) + 1, config=self.synthesis)
         fg = self.label_manager.foreground_labels
-        locations = {}
-        for s in synth.subject_ids:
-            lab = synth.exact_labels[(synth.atlas_ids[0], s)]
-            locations[s] = DefaultPreprocessor._sample_foreground_locations(lab, fg, seed=1234, verbose=False)
-        return SyntheticPairDataset(synth, locations, with_real_image=self.synthesis_with_real_image)
+        where = lambda lab: DefaultPreprocessor._sample_foreground_locations(lab, fg, seed=1234, verbose=False)
+        locations = {s: where(synth.exact_labels[(synth.atlas_ids[0], s)]) for s in synth.subject_ids}
+        atlas_locations = {a: where(lab) for a, (_, lab) in d["atlases"].items()} \
+            if self.synthesis.atlas_prob > 0 else None
+        return SyntheticPairDataset(synth, locations, with_real_image=self.synthesis_with_real_image,
+                                    atlas_locations=atlas_locations)
 
     def get_tr_and_val_datasets(self):
         _, val_keys = self.do_split()

@@ -207,6 +207,8 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
 
     def on_train_start(self):
         self._check_sam_weights()
+        if self.synthesis.atlas_prob > 0:  # its SAM targets and coordinates are those of the unlabelled scans
+            raise SystemExit(f"error: {type(self).__name__} does not support synthesis.atlas_prob > 0")
         if not self.was_initialized:
             self.initialize()
         self._load_oneshot_data()
