@@ -87,7 +87,9 @@ def test_trainers_folder_loads_as_an_nnUNet_extTrainer_path():
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
     import nnunetv2_oneshot.trainers as t
     folder = t.__path__[0]
-    for name in ("OneShotDistillTrainer", "OneShotRegAugTrainer_tiny", "OneShotDistillTrainer_noHint_cpu"):
+    from nnunetv2_oneshot.benchmark.methods import METHODS
+    every_benchmarked = {m.trainer for m in METHODS.values() if m.trainer}
+    for name in sorted(every_benchmarked | {"OneShotRegAugTrainer_tiny", "OneShotDistillTrainer_noHint_cpu"}):
         cls = recursive_find_python_class(folder, name, None, base_folder=folder, verbose=False,
                                           cleanup_imports_from_base_folder=True)
         assert cls is not None and cls.__name__ == name

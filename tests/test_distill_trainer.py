@@ -97,3 +97,32 @@ print('RAMP', ramp, t.hint_weight())
     assert f"REGRESSOR {regressor} {2 if regressor else 0}" in out
     # linear ramp of λ_hint over the first half, then flat; then: off for half the epochs, 2-epoch ramp
     assert "RAMP [0.0, 0.8, 2.0, 2.0, 0.0, 0.0, 1.0, 2.0, 2.0] 2.0" in out
+
+
+def test_atlas_prob_one_trains_on_the_unwarped_atlas_with_its_own_patch_locations(toy_planned):
+    """``synthesis.atlas_prob`` inside the trainer: with 1.0 every sample is the atlas (image, label, and the
+    atlas as its real partner), and the foreground locations nnU-Net samples patches around are the atlas'
+    own, not those of the warped atlas."""
+    root, env, _ = toy_planned
+    code = """
+import numpy as np, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))
+t.synthesis.atlas_prob = 1.0
+t.initialize()
+t._load_oneshot_data()
+t.train_registration()
+ds = t.build_synthetic_dataset()
+(img, lab), = t.oneshot_data['atlases'].values()
+checked = 0
+for s in ds.identifiers:
+    data, seg, _, props = ds.load_case(s)
+    assert np.array_equal(seg, lab) and np.allclose(data[:1], img) and np.allclose(data[1:], img)
+    for c, locs in props['class_locations'].items():
+        for z, x, y in np.asarray(locs)[:, 1:]:
+            assert lab[0, z, x, y] == c
+            checked += 1
+print('CHECKED', len(ds.identifiers), checked > 0)
+"""
+    out = run_cmd([f"{BIN}/python", "-c", code], env, root)
+    assert "CHECKED 4 True" in out

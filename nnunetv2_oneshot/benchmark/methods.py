@@ -34,6 +34,9 @@ METHODS = {
                                             description="ablation: teacher frozen after 10% of the epochs"),
     "OneShotDistillTrainer_offline1pair": Method("OneShotDistillTrainer_offline1pair", registration=True,
                                                  description="ablation: one fixed pair per unlabelled scan"),
+    "OneShotDistillTrainer_realAtlas": Method("OneShotDistillTrainer_realAtlas", registration=True,
+                                              description="variant: a quarter of the samples are the unwarped "
+                                                          "atlas"),
     "RRLMedSAMTrainer": Method("RRLMedSAMTrainer", registration=True, sam=True,
                                description="SAM-guided (LiteMedSAM) general + medical branch, auto-prompt"),
     "RRLMedSAMTrainer_noEMA": Method("RRLMedSAMTrainer_noEMA", registration=True, sam=True,

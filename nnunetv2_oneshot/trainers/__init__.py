@@ -5,17 +5,18 @@ from nnunetv2_oneshot.trainers.rrl import RRLMedSAMTrainer
 from nnunetv2_oneshot.trainers.variants import (
     OneShotDistillTrainer_cpu, OneShotDistillTrainer_noHint, OneShotDistillTrainer_noHint_cpu,
     OneShotDistillTrainer_noRecon, OneShotDistillTrainer_noRecon_cpu, OneShotDistillTrainer_offline1pair,
-    OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_tiny, OneShotRegAugTrainer_cpu,
-    OneShotRegAugTrainer_tiny, RRLMedSAMTrainer_cpu, RRLMedSAMTrainer_noAP, RRLMedSAMTrainer_noAP_cpu,
-    RRLMedSAMTrainer_noEMA, RRLMedSAMTrainer_noEMA_cpu, RRLMedSAMTrainer_tiny, nnUNetTrainer_oneshotBaseline,
-    nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
+    OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_realAtlas, OneShotDistillTrainer_realAtlas_cpu,
+    OneShotDistillTrainer_tiny, OneShotRegAugTrainer_cpu, OneShotRegAugTrainer_tiny, RRLMedSAMTrainer_cpu,
+    RRLMedSAMTrainer_noAP, RRLMedSAMTrainer_noAP_cpu, RRLMedSAMTrainer_noEMA, RRLMedSAMTrainer_noEMA_cpu,
+    RRLMedSAMTrainer_tiny, nnUNetTrainer_oneshotBaseline, nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
 
 __all__ = [
     "OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny", "OneShotRegAugTrainer_cpu",
     "OneShotDistillTrainer", "OneShotDistillTrainer_tiny", "OneShotDistillTrainer_cpu",
     "OneShotDistillTrainer_noHint", "OneShotDistillTrainer_noRecon", "OneShotDistillTrainer_offline1pair",
     "OneShotDistillTrainer_noHint_cpu", "OneShotDistillTrainer_noRecon_cpu",
-    "OneShotDistillTrainer_offline1pair_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
+    "OneShotDistillTrainer_offline1pair_cpu", "OneShotDistillTrainer_realAtlas",
+    "OneShotDistillTrainer_realAtlas_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
     "nnUNetTrainer_oneshotCPU", "RRLMedSAMTrainer", "RRLMedSAMTrainer_noEMA", "RRLMedSAMTrainer_noAP",
     "RRLMedSAMTrainer_tiny", "RRLMedSAMTrainer_cpu", "RRLMedSAMTrainer_noEMA_cpu", "RRLMedSAMTrainer_noAP_cpu",
 ]
