@@ -57,13 +57,14 @@ class SyntheticPairDataset:
         if p > 0 and rng.random() < p:
             # the atlas as it is; its own image is its voxel-aligned real partner (the distillation pairing)
             atlas = self.synthesizer.atlas_ids[rng.integers(len(self.synthesizer.atlas_ids))]
-            image, label = self.synthesizer.atlases[atlas]
+            # copies: nnU-Net's loader may crop to a view and augment it in place, which must not reach the atlas
+            image, label = (x.copy() for x in self.synthesizer.atlases[atlas])
             real, locations = image, self.atlas_locations[atlas]
         else:
             image, label, real, _ = self.synthesizer.sample(identifier, rng)
             locations = self.class_locations[identifier]
-        data = np.concatenate([image, real]) if self.with_real_image else image.copy()
-        return data, label.copy(), None, {"class_locations": locations}
+        data = np.concatenate([image, real]) if self.with_real_image else image
+        return data, label, None, {"class_locations": locations}
 
     def __getitem__(self, identifier):
         return self.load_case(identifier)
