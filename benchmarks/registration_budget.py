@@ -31,6 +31,7 @@ def main(argv=None):
     p.add_argument("-p", "--plans", default="nnUNetOneShotCPUPlans")
     p.add_argument("--checkpoints", type=int, nargs="+", default=[150, 300, 600, 1200])
     p.add_argument("--lr", type=float, default=None, help="registration_lr (default: the CPU budget's)")
+    p.add_argument("--ncc-eps", type=float, default=None, help="registration_ncc_eps (default: the trainer's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
@@ -60,6 +61,8 @@ def main(argv=None):
     t = OneShotRegAugTrainer_cpu(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
     if a.lr is not None:
         t.registration_lr = a.lr
+    if a.ncc_eps is not None:
+        t.registration_ncc_eps = a.ncc_eps
     t.registration_log_every = 50
     t.initialize()
     t._load_oneshot_data()
@@ -89,7 +92,7 @@ def main(argv=None):
         return float(np.mean(per_subject))
 
     res = {"dataset": name, "plans": a.plans, "pairs": len(d["subjects"]) * len(d["atlases"]),
-           "registration_lr": t.registration_lr, "encoder_channels": list(t.registration_encoder_channels),
+           "registration_lr": t.registration_lr, "ncc_eps": t.registration_ncc_eps, "encoder_channels": list(t.registration_encoder_channels),
            "seed": a.seed, "identity_dice": pool_dice({s: None for s in d["subjects"]}), "checkpoints": []}
     print(f"{name}: {res['pairs']} pairs; atlas labels unwarped: pool Dice {res['identity_dice']:.3f}", flush=True)
     t0 = time.time()

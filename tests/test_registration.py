@@ -1,5 +1,6 @@
 """Tests for nnunetv2_oneshot.registration (CPU, small volumes)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,10 +30,12 @@ def blob(shape, center, sigma=4.0):
 
 
 def smooth_texture(shape, seed=0, batch=1, channels=1):
-    """Smoothed noise: locally textured everywhere, so local NCC is defined at every voxel."""
+    """Smoothed noise, z-scored like nnU-Net's preprocessed data: locally textured everywhere, so local NCC
+    is defined at every voxel."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((batch, channels, *shape), generator=g)
-    return torch.nn.functional.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+    x = torch.nn.functional.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+    return (x - x.mean()) / x.std()
 
 
 def labels_volume(shape, seed=0):
@@ -199,7 +202,7 @@ def test_local_ncc_self_minimum_and_ordering(channels):
     assert self_loss.ndim == 0
     assert self_loss.item() == pytest.approx(-1.0, abs=2e-3)
     shifted = torch.roll(img, shifts=2, dims=3)
-    noisy = img + 0.1 * torch.randn(img.shape, generator=torch.Generator().manual_seed(1))
+    noisy = img + 0.5 * torch.randn(img.shape, generator=torch.Generator().manual_seed(1))
     assert ncc(img, shifted) > self_loss + 0.1
     assert ncc(img, noisy) > self_loss + 0.05
 
@@ -211,6 +214,40 @@ def test_local_ncc_affine_intensity_invariance(a, b):
     ncc = LocalNCCLoss(window=7)
     torch.testing.assert_close(ncc(a * img + b, img), ncc(img, img), atol=2e-3, rtol=0)
     torch.testing.assert_close(ncc(a * other + b, img), ncc(other, img), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, -1.0), (1e-3, 0.0)])
+def test_local_ncc_near_flat_windows_count_little(scale, expected):
+    # eps acts on window means: a window whose local std is ~1e-3 (z-score units) adds ~nothing, even when
+    # the two images agree exactly
+    img = scale * smooth_texture((16, 16, 16), seed=4)
+    assert LocalNCCLoss(window=5)(img, img).item() == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("eps,max_over_q999", [(1e-5, (0, 20)), (1e-5 / 9 ** 6, (1e3, float("inf")))])
+def test_local_ncc_flow_gradient_on_clipped_ct(eps, max_over_q999):
+    # the real chest CT (slicerio), normalised like nnU-Net's CTNormalization, which clips air to one value
+    # (half the volume flat). With VoxelMorph's eps (on window sums, here 9^6 times smaller on means) one voxel
+    # at the edge of a flat region got ~1e5 times the gradient of the rest, and the registration net diverged
+    # on every seed; with eps on window means no voxel stands out
+    from scipy import ndimage as ndi
+    from nnunetv2_oneshot.datasets.ct import load_source
+    ct, seg, _, _ = load_source()
+    ct, seg = ndi.zoom(ct, (0.5, 0.5, 1), order=1)[None, None], ndi.zoom(seg, (0.5, 0.5, 1), order=0)
+
+    def normalise(x):
+        fg = x[0, 0][seg > 0]
+        lo, hi = np.percentile(fg, [0.5, 99.5])
+        return torch.from_numpy(((np.clip(x, lo, hi) - fg.mean()) / fg.std()).astype(np.float32))
+
+    moving = normalise(ct)
+    fixed = normalise(np.roll(ct, 1, axis=3) + np.random.default_rng(0).normal(0, 10, ct.shape))
+    assert (moving == moving.min()).float().mean() > 0.4
+    flow = torch.zeros(1, 3, *moving.shape[2:], requires_grad=True)
+    LocalNCCLoss(9, eps=eps)(warp(moving, flow), fixed).backward()
+    g = flow.grad.norm(dim=1).flatten()
+    ratio = (g.max() / torch.quantile(g, 0.999)).item()
+    assert max_over_q999[0] < ratio < max_over_q999[1]
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2"])

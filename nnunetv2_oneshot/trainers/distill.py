@@ -89,7 +89,7 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         self._student_tap = DecoderFeatureTap(self.network, self.hint_levels)
         self._teacher_tap = DecoderFeatureTap(self.teacher, self.hint_levels)
         self.hint_loss = CosineHintLoss()
-        self._ncc = LocalNCCLoss(self.registration_ncc_window)
+        self._ncc = LocalNCCLoss(self.registration_ncc_window, eps=self.registration_ncc_eps)
 
     def _do_i_compile(self):
         # forward hooks read the decoder features; keep the graph eager

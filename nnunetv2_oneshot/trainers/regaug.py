@@ -85,6 +85,9 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         self.registration_decoder_channels = (64, 64, 64, 32)
         self.registration_integrate_steps = 0  # >0: scaling-and-squaring (diffeomorphic) flows
         self.registration_ncc_window = 9
+        # stabiliser of local NCC on window means (registration/losses.py): 1e-6 still diverged on the chest CT
+        # (air clipped flat by nnU-Net's CT normalisation), 1e-5 trained stably
+        self.registration_ncc_eps = 1e-5
         self.registration_smoothness_weight = 1.0
         self.registration_log_every = 50
         self.registration_save_every = 500
@@ -179,7 +182,7 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
             return
         d = self.oneshot_data
         pairs = [(a, s) for a in sorted(d["atlases"]) for s in sorted(d["subjects"])]
-        ncc = LocalNCCLoss(self.registration_ncc_window)
+        ncc = LocalNCCLoss(self.registration_ncc_window, eps=self.registration_ncc_eps)
         smooth = GradientSmoothnessLoss("l2")
         net = self.registration_net.train()
         self.print_to_log_file(f"Stage 1/2: training the registration net on {len(pairs)} atlas->subject pairs for "
