@@ -165,3 +165,28 @@ def test_registration_divergence_is_caught_and_rolled_back(workdir, log_every):
         assert "at it 0): restored" in out
     lr = float(out.split("LR ")[1].split()[0])
     assert lr < 5.0 and "FINITE True" in out
+
+
+def test_registration_init_from_another_trainers_checkpoint(workdir, tmp_path):
+    """A Distill trainer given the RegAug model's checkpoint skips stage 1 and has exactly that net; a net of
+    another width, or a file without one, stops with a one-line error."""
+    model = workdir[0] / "res" / "Dataset901_Toy" / "OneShotRegAugTrainer_tiny__nnUNetPlans__3d_fullres" / "fold_all"
+    if not (model / "checkpoint_registration.pth").is_file():
+        pytest.skip("needs the model trained by test_stock_plan_train_predict_evaluate")
+    src = model / "checkpoint_registration.pth"
+    body = ("t.disable_checkpointing = True\n"
+            "t.initialize(); t._load_oneshot_data()\n"
+            f"t.registration_init_from = r'{src}'\n"
+            "t.train_registration()\n"
+            f"ref = torch.load(r'{src}', map_location='cpu', weights_only=False)['registration_net']\n"
+            "same = all(torch.equal(v, ref[k]) for k, v in t.registration_net.state_dict().items())\n"
+            "print('SAME', same, 'IT', t.registration_iteration)\n")
+    out = _with_trainer(workdir, "OneShotDistillTrainer_tiny", body)
+    assert "Registration net taken from" in out and "Stage 1/2" not in out and "SAME True IT 20" in out
+    with pytest.raises(AssertionError, match="registration net built with"):
+        _with_trainer(workdir, "OneShotDistillTrainer_tiny", "t.registration_encoder_channels = (4, 8, 8, 8)\n"
+                      "t.registration_decoder_channels = (8, 8, 8, 4)\n" + body)
+    import torch
+    torch.save({"something": 1}, tmp_path / "x.pth")
+    with pytest.raises(AssertionError, match="holds no registration net"):
+        _with_trainer(workdir, "OneShotDistillTrainer_tiny", body.replace(str(src), str(tmp_path / "x.pth")))

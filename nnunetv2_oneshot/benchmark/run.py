@@ -42,7 +42,11 @@ DEFAULT_BUDGET = dict(epochs=40, iterations=CPU["num_iterations_per_epoch"],
                       registration_lr=CPU_REG["registration_lr"],
                       registration_encoder_channels=list(CPU_REG["registration_encoder_channels"]),
                       registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_HINT,
-                      **CPU_SAM)
+                      **CPU_SAM,
+                      # one registration net per seed: the first one-shot trainer of a seed trains it, the others
+                      # start from it (registration_init_from), so every method of a seed sees the same flows
+                      # (differences are stage 2's) and stage 1 is paid once, not once per method
+                      share_registration=True)
 
 
 class BenchmarkError(ValueError):
@@ -214,15 +218,22 @@ class Benchmark:
         open(done, "w").close()
 
     # ------------------------------------------------------------------ one (seed, method)
-    def train(self, seed: int, name: str) -> float:
+    def train(self, seed: int, name: str, reg_source: Optional[str] = None) -> float:
         method = METHODS[name]
         model = self._model_dir(seed, method)
         if isfile(join(model, "checkpoint_final.pth")):
             _say(f"[seed {seed}]     trained model found: {model}")
             return 0.0
         resume = isfile(join(model, "checkpoint_latest.pth"))
+        attributes = training_attributes(method, self.budget)
+        if method.registration and self.budget.get("share_registration") and reg_source not in (None, name):
+            shared = join(self._model_dir(seed, METHODS[reg_source]), "checkpoint_registration.pth")
+            if not isfile(shared):
+                raise BenchmarkError(f"{shared} is missing: {name} shares the registration net that {reg_source} "
+                                     f"trains for seed {seed}")
+            attributes["registration_init_from"] = shared
         spec = dict(dataset=self.name, configuration=CONFIGURATION, trainer=method.trainer, plans=self.plans,
-                    device=self.device, seed=seed, resume=resume, attributes=training_attributes(method, self.budget))
+                    device=self.device, seed=seed, resume=resume, attributes=attributes)
         _say(f"[seed {seed}]     training {method.trainer} ({'resuming' if resume else 'from scratch'}; log in "
              f"{model})")
         return _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
@@ -297,7 +308,7 @@ class Benchmark:
             rec = {"method": name, "seed": seed}
             try:
                 if METHODS[name].trainer is not None:
-                    rec["train_s"] = self.train(seed, name)
+                    rec["train_s"] = self.train(seed, name, reg_source)
                 rec["predict_s"] = self.predict(seed, name, reg_source)
             except Exception as e:  # said at once: with --jobs the other seeds run on before it is raised
                 _say(f"[seed {seed}] {name} failed: {e}")

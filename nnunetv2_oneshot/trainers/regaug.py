@@ -95,6 +95,10 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         # the net and optimiser go back to the best log point and the lr is halved (seen once in ~10 CPU runs:
         # Adam 1e-3 jumped from NCC -0.46 to smoothness 85 and 52% folded voxels, and never came back)
         self.registration_divergence_margin = 0.2
+        # start stage 1 from this file's registration net (a checkpoint_registration.pth, or any of our trainers'
+        # nnU-Net checkpoints) instead of from scratch; a finished one skips stage 1. Lets several one-shot
+        # trainers of one dataset share one registration (the benchmark does, per seed: equal flows, one cost)
+        self.registration_init_from: Optional[str] = None
         # --- stage 2: online synthesis of labelled pairs (see augmentation/synthesis.py)
         self.synthesis = SynthesisConfig(flow_interpolation_prob=0.5, flow_interpolation_beta=2.0,
                                          flow_scale_range=(1.0, 1.0), appearance_prob=0.8)
@@ -160,10 +164,13 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
                 "registration_log": self.registration_log,
                 # preprocessed atlas image(s)/label(s): `nnunetv2-oneshot propagate` needs only the results folder
                 "atlases": self.oneshot_data["atlases_unpadded"] if self.oneshot_data else {},
-                "registration_config": {"in_channels": self.num_input_channels,
-                                        "encoder_channels": tuple(self.registration_encoder_channels),
-                                        "decoder_channels": tuple(self.registration_decoder_channels),
-                                        "integrate_steps": self.registration_integrate_steps}}
+                "registration_config": self._registration_config()}
+
+    def _registration_config(self) -> dict:
+        return {"in_channels": self.num_input_channels,
+                "encoder_channels": tuple(self.registration_encoder_channels),
+                "decoder_channels": tuple(self.registration_decoder_channels),
+                "integrate_steps": self.registration_integrate_steps}
 
     def _load_registration_state(self, state: dict):
         self.registration_net.load_state_dict(state["registration_net"])
@@ -177,6 +184,8 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
                 and isfile(reg_ckpt):
             self._load_registration_state(torch.load(reg_ckpt, map_location=self.device, weights_only=False))
             self.print_to_log_file(f"Resuming registration from iteration {self.registration_iteration}")
+        elif self.registration_iteration == 0 and self.registration_init_from:
+            self._init_registration_from(self.registration_init_from)
         if self.registration_iteration >= self.registration_num_iterations:
             self.print_to_log_file("Registration stage already done (restored from checkpoint).")
             return
@@ -235,6 +244,22 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
                     or self.registration_iteration == self.registration_num_iterations:
                 self._save_registration_checkpoint(reg_ckpt)
         self._plot_registration_progress()
+
+    def _init_registration_from(self, path: str):
+        if not isfile(path):
+            raise SystemExit(f"error: registration_init_from: {path} does not exist")
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        state = ckpt.get("oneshot", ckpt)
+        if "registration_net" not in state:
+            raise SystemExit(f"error: registration_init_from: {path} holds no registration net (expected a "
+                             f"checkpoint_registration.pth or a one-shot trainer's checkpoint)")
+        mine = self._registration_config()
+        if state.get("registration_config") != mine:
+            raise SystemExit(f"error: registration_init_from: {path} holds a registration net built with "
+                             f"{state.get('registration_config')}, this trainer builds {mine}")
+        self._load_registration_state(state)
+        self.print_to_log_file(f"Registration net taken from {path} (trained {self.registration_iteration} "
+                               f"iterations)")
 
     @torch.no_grad()
     def _mean_registration_loss(self, pairs, ncc, smooth, n: int = 4) -> float:
