@@ -9,7 +9,8 @@ import pytest
 from conftest import BIN, run_cmd, snapshot, train_until_first_checkpoint_then_kill
 
 TINY = ["-p", "nnUNetPlans", "--epochs", "2", "--iterations", "3", "--registration-iterations", "4"]
-METHODS = ["nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_all_labels"]
+METHODS = ["nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_all_labels",
+           "OneShotRegAugTrainer"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,18 @@ def test_pool_scores_judge_the_method_without_the_test_donors(bench):
     assert res["methods"]["atlas_propagation"]["pool_dice_mean"] == \
         pytest.approx(res["registration"]["warped_label_dice"], abs=1e-9)
     assert "| pool Dice |" in (out / "Dataset901_Toy.md").read_text()
+
+
+def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):
+    import torch
+    _, _, out, _ = bench
+    models = out / "seed0" / "nnUNet_results" / "Dataset901_Toy"
+    assert "Registration net taken from" in (out / "logs" / "train_seed0_OneShotRegAugTrainer.log").read_text()
+    assert "Stage 1/2" in (out / "logs" / "train_seed0_OneShotDistillTrainer.log").read_text()
+    nets = [torch.load(models / f"{t}__nnUNetPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth",
+                       map_location="cpu", weights_only=False)["oneshot"]["registration_net"]
+            for t in ("OneShotDistillTrainer", "OneShotRegAugTrainer")]
+    assert all(torch.equal(v, nets[1][k]) for k, v in nets[0].items())
 
 
 def test_rerun_resumes_without_training_again(bench):
