@@ -41,6 +41,11 @@ def test_results_json_has_the_issue_schema(bench):
     assert set(res["goals"]) == {"dice_gain_vs_1label", "recovered_fraction", "dice_gain_vs_propagation",
                                  "train_iter_time_ratio"}
     assert "flat" in res["convergence"]
+    m, h = res["methods"], res["headroom"]
+    assert h["upper_minus_1label"] == pytest.approx(m["nnUNetTrainer_all_labels"]["dice_mean"]
+                                                   - m["nnUNetTrainer_1label"]["dice_mean"], abs=1e-12)
+    assert h["gain_vs_1label_per_seed"]["0"] == pytest.approx(m["OneShotDistillTrainer"]["dice_per_seed"][0]
+                                                              - m["nnUNetTrainer_1label"]["dice_per_seed"][0])
     # the split is printed, and test cases are never training inputs
     assert "test ['toy_t00', 'toy_t01']" in log
     assert not set(res["split"]["test"]) & set(res["split"]["unlabelled"] + res["split"]["labelled"])
