@@ -92,7 +92,8 @@ def main(argv=None):
         return float(np.mean(per_subject))
 
     res = {"dataset": name, "plans": a.plans, "pairs": len(d["subjects"]) * len(d["atlases"]),
-           "registration_lr": t.registration_lr, "ncc_eps": t.registration_ncc_eps, "encoder_channels": list(t.registration_encoder_channels),
+           "registration_lr": t.registration_lr, "ncc_eps": t.registration_ncc_eps,
+           "encoder_channels": list(t.registration_encoder_channels),
            "seed": a.seed, "identity_dice": pool_dice({s: None for s in d["subjects"]}), "checkpoints": []}
     print(f"{name}: {res['pairs']} pairs; atlas labels unwarped: pool Dice {res['identity_dice']:.3f}", flush=True)
     t0 = time.time()
