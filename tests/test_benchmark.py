@@ -46,15 +46,40 @@ def test_results_json_has_the_issue_schema(bench):
                                                    - m["nnUNetTrainer_1label"]["dice_mean"], abs=1e-12)
     assert h["gain_vs_1label_per_seed"]["0"] == pytest.approx(m["OneShotDistillTrainer"]["dice_per_seed"][0]
                                                               - m["nnUNetTrainer_1label"]["dice_per_seed"][0])
+    p = res["paired"]["OneShotRegAugTrainer"]
+    assert p["vs_OneShotDistillTrainer"]["test"]["per_seed"]["0"] == pytest.approx(
+        m["OneShotRegAugTrainer"]["dice_per_seed"][0] - m["OneShotDistillTrainer"]["dice_per_seed"][0])
+    assert p["vs_nnUNetTrainer_1label"]["pool"]["mean"] == pytest.approx(
+        m["OneShotRegAugTrainer"]["pool_dice_mean"] - m["nnUNetTrainer_1label"]["pool_dice_mean"])
+    assert "pool" not in res["paired"]["nnUNetTrainer_all_labels"]["vs_nnUNetTrainer_1label"]
     # the split is printed, and test cases are never training inputs
     assert "test ['toy_t00', 'toy_t01']" in log
     assert not set(res["split"]["test"]) & set(res["split"]["unlabelled"] + res["split"]["labelled"])
+
+
+def test_paired_differences_match_seeds_and_skip_missing_ones():
+    from nnunetv2_oneshot.benchmark.report import paired
+    methods = {"nnUNetTrainer_1label": {"seeds": [0, 1, 2], "dice_per_seed": [0.5, 0.6, 0.7],
+                                        "pool_dice_per_seed": [0.4, 0.5, 0.6]},
+               "OneShotDistillTrainer": {"seeds": [0, 1, 2], "dice_per_seed": [0.6, 0.6, 0.9],
+                                         "pool_dice_per_seed": [0.5, 0.5, 0.5]},
+               # seed 1 not finished: compared on seeds 2 and 0 only, whatever the order
+               "RRLMedSAMTrainer": {"seeds": [2, 0], "dice_per_seed": [0.8, 0.7], "pool_dice_per_seed": None}}
+    p = paired(methods)
+    assert p["OneShotDistillTrainer"]["vs_nnUNetTrainer_1label"]["test"]["per_seed"] == \
+        pytest.approx({"0": 0.1, "1": 0.0, "2": 0.2})
+    assert p["OneShotDistillTrainer"]["vs_nnUNetTrainer_1label"]["pool"]["mean"] == pytest.approx(0.0)
+    rrl = p["RRLMedSAMTrainer"]["vs_OneShotDistillTrainer"]
+    assert rrl["test"]["per_seed"] == pytest.approx({"0": 0.1, "2": -0.1}) and "pool" not in rrl
+    assert rrl["test"]["std"] == pytest.approx(0.1)
+    assert "vs_OneShotDistillTrainer" not in p["OneShotDistillTrainer"]
 
 
 def test_report_plots_and_stock_predictions(bench):
     _, _, out, _ = bench
     md = (out / "Dataset901_Toy.md").read_text()
     assert "| OneShotDistillTrainer |" in md and "Dice per structure" in md
+    assert "| OneShotRegAugTrainer | " in md.split("Differences paired by seed")[1]
     for png in ("Dataset901_Toy_dice.png", "Dataset901_Toy_curves.png", "Dataset901_Toy_overlay.png"):
         assert (out / png).stat().st_size > 1000, png
     for m in METHODS:

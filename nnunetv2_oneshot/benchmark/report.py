@@ -55,6 +55,8 @@ def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
             # on the unlabelled pool (see Benchmark.pool_score); None where a seed has none
             "pool_dice_mean": None if any(r.get("pool_dice") is None for r in recs)
             else float(np.mean([r["pool_dice"]["mean"] for r in recs])),
+            "pool_dice_per_seed": None if any(r.get("pool_dice") is None for r in recs)
+            else [float(r["pool_dice"]["mean"]) for r in recs],
         }
     return methods
 
@@ -115,6 +117,33 @@ def headroom(methods: Dict[str, dict]) -> Optional[dict]:
         ours, base = (dict(zip(methods[m]["seeds"], methods[m]["dice_per_seed"])) for m in (OURS, ONE_LABEL))
         res["gain_vs_1label_per_seed"] = {str(k): ours[k] - base[k] for k in sorted(ours) if k in base}
     return res
+
+
+def paired(methods: Dict[str, dict]) -> Dict[str, dict]:
+    """Every method against one-label nnU-Net and against the method, paired by seed, on the test cases and on
+    the pool: a difference smaller than its spread over seeds is noise. Seeds missing from either side are left
+    out; the upper bound (trained on the pool's labels) has no pool difference."""
+    out = {}
+    for name, v in methods.items():
+        row = {}
+        for ref in (ONE_LABEL, OURS):
+            if ref == name or ref not in methods:
+                continue
+            r = methods[ref]
+            cmp = {}
+            for key, per_seed in (("test", "dice_per_seed"), ("pool", "pool_dice_per_seed")):
+                if v.get(per_seed) is None or r.get(per_seed) is None:
+                    continue
+                a, b = dict(zip(v["seeds"], v[per_seed])), dict(zip(r["seeds"], r[per_seed]))
+                diffs = {str(s): a[s] - b[s] for s in sorted(a) if s in b}
+                if diffs:
+                    cmp[key] = {"per_seed": diffs, "mean": float(np.mean(list(diffs.values()))),
+                                "std": float(np.std(list(diffs.values())))}
+            if cmp:
+                row["vs_" + ref] = cmp
+        if row:
+            out[name] = row
+    return out
 
 
 def bar_plot(methods: Dict[str, dict], out_file: str, title: str):
@@ -187,6 +216,15 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
                          f", less than the gain goal ({GOALS['dice_gain_vs_1label']}): at this budget that goal "
                          f"would need the method to beat supervised training on all the pool's labels")
                       + "." + (f" {OURS} − {ONE_LABEL}, paired by seed: {paired}." if paired else "")]
+    if res.get("paired"):
+        refs = [r for r in (ONE_LABEL, OURS) if r in m]
+        cell = lambda d: "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}"
+        lines += ["", "Differences paired by seed (mean ± sd over seeds; a difference within its sd is noise):", "",
+                  "| method | " + " | ".join(f"test vs {r} | pool vs {r}" for r in refs) + " |",
+                  "|---|" + "---|---|" * len(refs)]
+        for name, row in res["paired"].items():
+            cells = [cell(row.get("vs_" + r, {}).get(k)) for r in refs for k in ("test", "pool")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if res.get("convergence"):
         c = res["convergence"]
         lines += ["", f"Convergence of the upper bound ({UPPER}, seed {res['seeds'][0]}): pseudo-Dice EMA changed "
@@ -223,7 +261,8 @@ def write(bench, cost: Optional[dict]) -> dict:
     cfg = bench.config()
     res = {"dataset": bench.name, "budget": bench.budget, "seeds": bench.seeds, "machine": machine(),
            "plans": bench.plans, "split": cfg["split"], "methods": methods, "cost": cost,
-           "registration": registration, "goals": goals(methods, cost), "headroom": headroom(methods)}
+           "registration": registration, "goals": goals(methods, cost), "headroom": headroom(methods),
+           "paired": paired(methods)}
     curves = training_curves(bench, bench.seeds[0])
     if UPPER in curves:
         res["convergence"] = convergence(curves[UPPER]["ema_fg_dice"])
