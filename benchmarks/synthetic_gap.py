@@ -1,0 +1,135 @@
+"""Do the synthetic training pairs look like real scans? (issue 4: "find out why"). Not a test.
+
+For one seed of a finished benchmark run, every trained model segments three sets of volumes on the
+registration canvas (preprocessed space, no test case read):
+
+* ``synthetic``: the atlas warped onto each pool scan by that seed's registration net (exact flows), with the
+  warped atlas label as reference: the pairs the one-shot students train on, before appearance changes;
+* ``appearance``: the same, with the per-structure appearance transfer at full strength (beta = 1);
+* ``real``: the pool scans themselves, against their true labels (labelsUnlabelledOracle).
+
+A model trained on the synthetic pairs that scores lower on them than one-label nnU-Net, which never saw them,
+is held back by its training, not by a gap between synthetic and real scans.
+
+    python benchmarks/synthetic_gap.py 991 --seed 0 --methods nnUNetTrainer_1label OneShotDistillTrainer
+
+Needs nnUNet_raw/nnUNet_preprocessed/nnUNet_results as for the benchmark; reads its ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from os.path import isdir, isfile, join
+
+import numpy as np
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("-o", default=None, help="the benchmark's folder (default $nnUNet_results/DATASET/oneshot_benchmark)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--json", default=None, help="write the results here")
+    a = p.parse_args(argv)
+    results = os.environ.get("nnUNet_results", "")
+    # the trainer below only loads data; its log goes to a temporary folder, not into the user's results
+    os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="synthgap_")
+
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, pad_to_shape
+    from nnunetv2_oneshot.benchmark.methods import METHODS
+    from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
+    from nnunetv2_oneshot.registration.transform import warp
+    from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
+    from nnunetv2_oneshot.validation import validate_oneshot_dataset
+
+    name = maybe_convert_to_dataset_name(int(a.dataset) if a.dataset.isdigit() else a.dataset)
+    out = a.o or join(results, name, "oneshot_benchmark")
+    oracle = join(nnUNet_raw, name, ORACLE_LABELS_FOLDER)
+    unknown = [m for m in a.methods if m not in METHODS or METHODS[m].trainer is None]
+    if unknown:
+        sys.exit(f"error: not trained methods of the benchmark: {unknown}")
+    for f, what in ((join(out, "config.json"), "a benchmark run"), (oracle, "the pool's true labels")):
+        if not (isfile(f) or isdir(f)):
+            sys.exit(f"error: {f} does not exist: this study needs {what}")
+    cfg = load_json(join(out, "config.json"))
+    plans_name, budget = cfg["plans"], cfg["budget"]
+    model_dir = lambda m: join(out, f"seed{a.seed}", "all_labels" if METHODS[m].data == "all_labels" else "",
+                               "nnUNet_results", name, f"{METHODS[m].trainer}__{plans_name}__3d_fullres")
+    missing = [m for m in a.methods if not isfile(join(model_dir(m), "fold_all", "checkpoint_final.pth"))]
+    reg = next((join(model_dir(m), "fold_all", "checkpoint_registration.pth") for m in cfg.get("methods", METHODS)
+                if m in METHODS and METHODS[m].registration
+                and isfile(join(model_dir(m), "fold_all", "checkpoint_registration.pth"))), None)
+    if missing or reg is None:
+        sys.exit(f"error: seed {a.seed} has no finished model of {missing}" if missing else
+                 f"error: seed {a.seed} has no trained registration net in {out}")
+    torch.set_num_threads(max(1, os.cpu_count() // 2))
+
+    # a trainer only to load the data as the one-shot trainers do (same canvas, same preprocessing)
+    plans = load_json(join(nnUNet_preprocessed, name, plans_name + ".json"))
+    plans["continue_training"] = False  # nnUNetTrainer.__init__ pops it (set by nnU-Net's run_training)
+    dataset_json = load_json(join(nnUNet_preprocessed, name, "dataset.json"))
+    t = OneShotRegAugTrainer(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
+    t.registration_encoder_channels = tuple(budget["registration_encoder_channels"])
+    t.registration_decoder_channels = tuple(budget["registration_decoder_channels"])
+    t.initialize()
+    t._load_oneshot_data()
+    t._load_registration_state(torch.load(reg, map_location="cpu", weights_only=False))
+    d = t.oneshot_data
+    num_classes = max(t.label_manager.all_labels) + 1
+    synth = PairSynthesizer(d["atlases"], d["subjects"], t.compute_flows(), num_classes)
+    atlas = synth.atlas_ids[0]
+    pre = t.configuration_manager.preprocessor_class(verbose=False)
+    pool = validate_oneshot_dataset(join(nnUNet_raw, name)).unlabelled
+    canvas = next(iter(d["subjects"].values())).shape[1:]
+    sets = {"synthetic": {}, "appearance": {}, "real": {}}
+    for s in synth.subject_ids:
+        img = warp(torch.from_numpy(d["atlases"][atlas][0][None]),
+                   torch.from_numpy(synth.flows[(atlas, s)][None]))[0].numpy()
+        lab = synth.exact_labels[(atlas, s)]
+        sets["synthetic"][s] = (img, lab)
+        sets["appearance"][s] = (synth.adapt_appearance(img, lab, atlas, s, 1.0), lab)
+        _, seg, _ = pre.run_case(pool[s], join(oracle, s + dataset_json["file_ending"]), t.plans_manager,
+                                 t.configuration_manager, dataset_json)
+        sets["real"][s] = (d["subjects"][s], pad_to_shape(np.maximum(seg, 0).astype(np.int16), canvas, 0)[0])
+
+    labels = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v > 0}
+
+    def dice(pred, ref):
+        return [2 * np.sum((pred == c) & (ref == c)) / max(1, np.sum(pred == c) + np.sum(ref == c))
+                for c in sorted(labels)]
+
+    res = {"dataset": name, "seed": a.seed, "registration": reg, "methods": {}}
+    print(f"{name}, seed {a.seed}: mean Dice over {len(synth.subject_ids)} pool scans "
+          f"(synthetic = atlas warped onto them; appearance = the same at full appearance transfer)", flush=True)
+    for m in a.methods:
+        pr = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                             perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                             verbose_preprocessing=False, allow_tqdm=False)
+        pr.initialize_from_trained_model_folder(model_dir(m), ("all",), "checkpoint_final.pth")
+        row = {}
+        for kind, cases in sets.items():
+            per_case = [dice(pr.predict_sliding_window_return_logits(torch.from_numpy(img)).argmax(0).numpy(),
+                             lab[0]) for img, lab in cases.values()]
+            per_label = np.mean(per_case, 0)
+            row[kind] = {"mean": float(per_label.mean()),
+                         "per_label": {labels[c]: float(v) for c, v in zip(sorted(labels), per_label)}}
+        res["methods"][m] = row
+        print(f"  {m:36s} synthetic {row['synthetic']['mean']:.3f}  appearance {row['appearance']['mean']:.3f}  "
+              f"real {row['real']['mean']:.3f}", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
