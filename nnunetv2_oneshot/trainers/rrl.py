@@ -180,7 +180,11 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
         folder = self._sam_cache_folder()
         os.makedirs(folder, exist_ok=True)
         encoder, targets, t0 = None, {}, time.time()
-        for n, (key, vol) in enumerate(sorted(volumes.items()), 1):
+        # start at a volume of our own: trainings of other seeds filling the same cache at the same time (the
+        # benchmark's --jobs) then embed different volumes first and load each other's instead of all repeating one
+        items = sorted(volumes.items())
+        start = os.getpid() % len(items)
+        for n, (key, vol) in enumerate(items[start:] + items[:start], 1):
             digest = hashlib.sha1(np.ascontiguousarray(vol, dtype=np.float32).tobytes()).hexdigest()[:16]
             fname = join(folder, f"{key[1]}_{digest}_s{'x'.join(map(str, stride))}_e{self.sam_embed_every}.npy")
             if isfile(fname):
