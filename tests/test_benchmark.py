@@ -106,6 +106,23 @@ def test_pool_scores_judge_the_method_without_the_test_donors(bench):
     assert "| pool Dice |" in (out / "Dataset901_Toy.md").read_text()
 
 
+def test_report_only_reports_finished_pairs_and_trains_nothing(bench):
+    root, env, out, _ = bench
+    before = snapshot(out / "seed0")
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--report-only", "--seeds", "0", "1",
+                   "--methods", *METHODS, "OneShotDistillTrainer_noHint", *TINY], env, root)
+    res = json.loads((out / "Dataset901_Toy.json").read_text())
+    assert set(res["methods"]) == set(METHODS)  # noHint and seed 1 never ran: not reported, not trained
+    assert all(v["seeds"] == [0] for v in res["methods"].values())
+    assert snapshot(out / "seed0") == before and not (out / "seed1").exists()
+    assert "training" not in log
+    import subprocess
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--report-only", "--seeds",
+                        "1", "--methods", *METHODS, *TINY], env=env, cwd=root, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error: --report-only: no (seed, method) pair")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):
     import torch
     _, _, out, _ = bench

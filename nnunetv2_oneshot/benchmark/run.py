@@ -69,7 +69,7 @@ class Benchmark:
     def __init__(self, dataset: str, output: Optional[str] = None, methods: Optional[List[str]] = None,
                  seeds: List[int] = (0,), budget: Optional[dict] = None, plans: str = "nnUNetOneShotCPUPlans",
                  device: str = "cpu", pool_labels: Optional[str] = None, measure_cost: bool = True,
-                 jobs: int = 1):
+                 jobs: int = 1, report_only: bool = False):
         from nnunetv2_oneshot.nnunet_io import _require, dataset_name, raw_dataset_folder
         from nnunetv2_oneshot.validation import validate_oneshot_dataset
         # every check before any compute, each a one-line error
@@ -117,6 +117,7 @@ class Benchmark:
         self.plans = plans
         self.device = device
         self.measure_cost = measure_cost
+        self.report_only = report_only
         self.out = os.path.abspath(output or join(_require("nnUNet_results"), self.name, "oneshot_benchmark"))
         self.env = dict(os.environ, nnUNet_def_n_proc=os.environ.get("nnUNet_def_n_proc", "1"),
                         nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "1"))
@@ -331,6 +332,14 @@ class Benchmark:
     # ------------------------------------------------------------------ everything
     def run(self) -> dict:
         from nnunetv2_oneshot.benchmark import report
+        if self.report_only:  # what is finished so far, e.g. while other seeds of a long run are still to do
+            if not isfile(join(self.out, "config.json")):
+                raise BenchmarkError(f"--report-only: no benchmark run in {self.out}")
+            if not report.load_scores(self):
+                raise BenchmarkError(f"--report-only: no (seed, method) pair of these --seeds and --methods has "
+                                     f"finished in {self.out}")
+            cost = self.cost() if isfile(join(self.out, "cost.json")) else None
+            return report.write(self, cost)
         os.makedirs(join(self.out, "logs"), exist_ok=True)
         with open(join(self.out, "config.json"), "w") as f:
             json.dump(self.config(), f, indent=1)
