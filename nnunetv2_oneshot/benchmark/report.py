@@ -163,7 +163,7 @@ def bar_plot(methods: Dict[str, dict], out_file: str, title: str):
         ax.set_ylabel("Dice")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach the top
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         fig.savefig(out_file, dpi=100)
