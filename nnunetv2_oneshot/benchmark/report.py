@@ -43,6 +43,8 @@ def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
     methods = {}
     for m, recs in scores.items():
         means = [r["dice"]["mean"] for r in recs]
+        # on the unlabelled pool (see Benchmark.pool_score); None where a seed has none
+        pool = None if any(r.get("pool_dice") is None for r in recs) else [float(r["pool_dice"]["mean"]) for r in recs]
         labels = list(recs[0]["dice"]["per_label"])
         methods[m] = {
             "dice_mean": float(np.mean(means)), "dice_std": float(np.std(means)),
@@ -52,11 +54,8 @@ def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
             "seeds": [r["seed"] for r in recs],
             "dice_per_seed": [float(x) for x in means],  # in the order of "seeds": for comparisons paired by seed
             "train_minutes": float(np.mean([r.get("train_s", 0.0) for r in recs]) / 60),
-            # on the unlabelled pool (see Benchmark.pool_score); None where a seed has none
-            "pool_dice_mean": None if any(r.get("pool_dice") is None for r in recs)
-            else float(np.mean([r["pool_dice"]["mean"] for r in recs])),
-            "pool_dice_per_seed": None if any(r.get("pool_dice") is None for r in recs)
-            else [float(r["pool_dice"]["mean"]) for r in recs],
+            "pool_dice_mean": None if pool is None else float(np.mean(pool)),
+            "pool_dice_per_seed": pool,
         }
     return methods
 
@@ -114,9 +113,14 @@ def headroom(methods: Dict[str, dict]) -> Optional[dict]:
     span = methods[UPPER]["dice_mean"] - methods[ONE_LABEL]["dice_mean"]
     res = {"upper_minus_1label": span, "gain_goal_within_headroom": bool(span >= GOALS["dice_gain_vs_1label"])}
     if OURS in methods:
-        ours, base = (dict(zip(methods[m]["seeds"], methods[m]["dice_per_seed"])) for m in (OURS, ONE_LABEL))
-        res["gain_vs_1label_per_seed"] = {str(k): ours[k] - base[k] for k in sorted(ours) if k in base}
+        res["gain_vs_1label_per_seed"] = _per_seed_differences(methods[OURS], methods[ONE_LABEL], "dice_per_seed")
     return res
+
+
+def _per_seed_differences(v: dict, ref: dict, key: str) -> Dict[str, float]:
+    """``v[key] - ref[key]`` for the seeds both have, keyed by seed as a string (JSON keys)."""
+    a, b = dict(zip(v["seeds"], v[key])), dict(zip(ref["seeds"], ref[key]))
+    return {str(s): a[s] - b[s] for s in sorted(a) if s in b}
 
 
 def paired(methods: Dict[str, dict]) -> Dict[str, dict]:
@@ -134,8 +138,7 @@ def paired(methods: Dict[str, dict]) -> Dict[str, dict]:
             for key, per_seed in (("test", "dice_per_seed"), ("pool", "pool_dice_per_seed")):
                 if v.get(per_seed) is None or r.get(per_seed) is None:
                     continue
-                a, b = dict(zip(v["seeds"], v[per_seed])), dict(zip(r["seeds"], r[per_seed]))
-                diffs = {str(s): a[s] - b[s] for s in sorted(a) if s in b}
+                diffs = _per_seed_differences(v, r, per_seed)
                 if diffs:
                     cmp[key] = {"per_seed": diffs, "mean": float(np.mean(list(diffs.values()))),
                                 "std": float(np.std(list(diffs.values())))}
