@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import tempfile
-from os.path import isdir, isfile, join
+from os.path import isfile, join
 
 import numpy as np
 
@@ -42,40 +42,43 @@ def main(argv=None):
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, pad_to_shape
     from nnunetv2_oneshot.benchmark.methods import METHODS
+    from nnunetv2_oneshot.benchmark.run import Benchmark
     from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
     from nnunetv2_oneshot.registration.transform import warp
     from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
-    from nnunetv2_oneshot.validation import validate_oneshot_dataset
 
     name = maybe_convert_to_dataset_name(int(a.dataset) if a.dataset.isdigit() else a.dataset)
     out = a.o or join(results, name, "oneshot_benchmark")
-    oracle = join(nnUNet_raw, name, ORACLE_LABELS_FOLDER)
     unknown = [m for m in a.methods if m not in METHODS or METHODS[m].trainer is None]
     if unknown:
         sys.exit(f"error: not trained methods of the benchmark: {unknown}")
-    for f, what in ((join(out, "config.json"), "a benchmark run"), (oracle, "the pool's true labels")):
-        if not (isfile(f) or isdir(f)):
-            sys.exit(f"error: {f} does not exist: this study needs {what}")
+    if not isfile(join(out, "config.json")):
+        sys.exit(f"error: {join(out, 'config.json')} does not exist: this study needs a benchmark run")
     cfg = load_json(join(out, "config.json"))
-    plans_name, budget = cfg["plans"], cfg["budget"]
-    model_dir = lambda m: join(out, f"seed{a.seed}", "all_labels" if METHODS[m].data == "all_labels" else "",
-                               "nnUNet_results", name, f"{METHODS[m].trainer}__{plans_name}__3d_fullres")
-    missing = [m for m in a.methods if not isfile(join(model_dir(m), "fold_all", "checkpoint_final.pth"))]
-    reg = next((join(model_dir(m), "fold_all", "checkpoint_registration.pth") for m in cfg.get("methods", METHODS)
-                if m in METHODS and METHODS[m].registration
-                and isfile(join(model_dir(m), "fold_all", "checkpoint_registration.pth"))), None)
+    try:  # the run's own layout and checks (same budget, pool labels present)
+        bench = Benchmark(name, output=out, methods=a.methods, seeds=[a.seed], budget=cfg["budget"],
+                          plans=cfg["plans"], device=cfg["device"], measure_cost=False)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if bench.pool_labels is None:
+        sys.exit(f"error: {name} has no {ORACLE_LABELS_FOLDER}/: this study needs the pool's true labels")
+    model_dir = lambda m: bench._model_dir(a.seed, METHODS[m])
+    missing = [m for m in a.methods if not isfile(join(model_dir(m), "checkpoint_final.pth"))]
+    reg = next((join(model_dir(m), "checkpoint_registration.pth") for m in METHODS
+                if METHODS[m].registration and isfile(join(model_dir(m), "checkpoint_registration.pth"))), None)
     if missing or reg is None:
         sys.exit(f"error: seed {a.seed} has no finished model of {missing}" if missing else
                  f"error: seed {a.seed} has no trained registration net in {out}")
     torch.set_num_threads(max(1, os.cpu_count() // 2))
 
     # a trainer only to load the data as the one-shot trainers do (same canvas, same preprocessing)
-    plans = load_json(join(nnUNet_preprocessed, name, plans_name + ".json"))
+    budget = cfg["budget"]
+    plans = load_json(join(nnUNet_preprocessed, name, cfg["plans"] + ".json"))
     plans["continue_training"] = False  # nnUNetTrainer.__init__ pops it (set by nnU-Net's run_training)
     dataset_json = load_json(join(nnUNet_preprocessed, name, "dataset.json"))
     t = OneShotRegAugTrainer(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
@@ -89,7 +92,7 @@ def main(argv=None):
     synth = PairSynthesizer(d["atlases"], d["subjects"], t.compute_flows(), num_classes)
     atlas = synth.atlas_ids[0]
     pre = t.configuration_manager.preprocessor_class(verbose=False)
-    pool = validate_oneshot_dataset(join(nnUNet_raw, name)).unlabelled
+    pool = bench.ds.unlabelled
     canvas = next(iter(d["subjects"].values())).shape[1:]
     sets = {"synthetic": {}, "appearance": {}, "real": {}}
     for s in synth.subject_ids:
@@ -98,7 +101,7 @@ def main(argv=None):
         lab = synth.exact_labels[(atlas, s)]
         sets["synthetic"][s] = (img, lab)
         sets["appearance"][s] = (synth.adapt_appearance(img, lab, atlas, s, 1.0), lab)
-        _, seg, _ = pre.run_case(pool[s], join(oracle, s + dataset_json["file_ending"]), t.plans_manager,
+        _, seg, _ = pre.run_case(pool[s], join(bench.pool_labels, s + dataset_json["file_ending"]), t.plans_manager,
                                  t.configuration_manager, dataset_json)
         sets["real"][s] = (d["subjects"][s], pad_to_shape(np.maximum(seg, 0).astype(np.int16), canvas, 0)[0])
 
@@ -115,7 +118,7 @@ def main(argv=None):
         pr = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                              perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                              verbose_preprocessing=False, allow_tqdm=False)
-        pr.initialize_from_trained_model_folder(model_dir(m), ("all",), "checkpoint_final.pth")
+        pr.initialize_from_trained_model_folder(os.path.dirname(model_dir(m)), ("all",), "checkpoint_final.pth")
         row = {}
         for kind, cases in sets.items():
             per_case = [dice(pr.predict_sliding_window_return_logits(torch.from_numpy(img)).argmax(0).numpy(),
