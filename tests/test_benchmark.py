@@ -135,6 +135,29 @@ def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):
     assert all(torch.equal(v, nets[1][k]) for k, v in nets[0].items())
 
 
+def test_a_rerun_with_other_methods_starts_from_the_seeds_registration_net(bench, tmp_path):
+    """A later rerun's --methods need not list the method that trained the seed's registration net: a new
+    one-shot method still starts from that net, and one that is half trained is refused in one line."""
+    import subprocess
+    import torch
+    root, env, out, _ = bench
+    b = tmp_path / "b"
+    shutil.copytree(out, b)
+    shared = b / "seed0" / "nnUNet_results" / "Dataset901_Toy" / "OneShotDistillTrainer__nnUNetPlans__3d_fullres" / \
+        "fold_all" / "checkpoint_registration.pth"
+    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(b), "--methods", "OneShotDistillTrainer_noHint",
+           *TINY, "--no-cost"]
+    full = torch.load(shared, map_location="cpu", weights_only=False)
+    torch.save(dict(full, registration_iteration=1), shared)  # as if its run had been stopped during stage 1
+    r = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    assert r.returncode != 0 and "has trained 1/4 registration iterations: run OneShotDistillTrainer first" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    torch.save(full, shared)
+    run_cmd(cmd, env, root)
+    log = (b / "logs" / "train_seed0_OneShotDistillTrainer_noHint.log").read_text()
+    assert f"Registration net taken from {shared}" in log and "Stage 1/2" not in log
+
+
 def test_rerun_resumes_without_training_again(bench):
     root, env, out, _ = bench
     ckpt = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \

@@ -41,6 +41,8 @@ METHODS = {
                                description="SAM-guided (LiteMedSAM) general + medical branch, auto-prompt"),
     "RRLMedSAMTrainer_noEMA": Method("RRLMedSAMTrainer_noEMA", registration=True, sam=True,
                                      description="ablation: no mutual EMA between the encoders"),
+    "RRLMedSAMTrainer_noSAM": Method("RRLMedSAMTrainer_noSAM", registration=True, sam=True,
+                                     description="ablation: lambda_distill = 0 (no SAM guidance)"),
     "RRLMedSAMTrainer_noAP": Method("RRLMedSAMTrainer_noAP", registration=True, sam=True,
                                     description="ablation: no auto-prompt (medical branch alone)"),
     "nnUNetTrainer_all_labels": Method("nnUNetTrainer_oneshotBaseline", data="all_labels",

@@ -232,6 +232,12 @@ class Benchmark:
             if not isfile(shared):
                 raise BenchmarkError(f"{shared} is missing: {name} shares the registration net that {reg_source} "
                                      f"trains for seed {seed}")
+            import torch
+            done = torch.load(shared, map_location="cpu", weights_only=False)["registration_iteration"]
+            if done < self.budget["registration_iterations"]:  # its own run was stopped during stage 1
+                raise BenchmarkError(f"{name} shares the registration net of {reg_source} for seed {seed}, which "
+                                     f"has trained {done}/{self.budget['registration_iterations']} registration "
+                                     f"iterations: run {reg_source} first")
             attributes["registration_init_from"] = shared
         spec = dict(dataset=self.name, configuration=CONFIGURATION, trainer=method.trainer, plans=self.plans,
                     device=self.device, seed=seed, resume=resume, attributes=attributes)
@@ -289,11 +295,22 @@ class Benchmark:
         dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
         return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
 
+    def registration_source(self, seed: int, order: List[str]) -> Optional[str]:
+        """The one-shot method of this seed whose registration net the others share (and atlas propagation
+        uses): the one that trained it, if any has (only it holds a checkpoint_registration.pth), so that a
+        rerun with other --methods keeps the seed's flows; else the first one-shot method of this run."""
+        first = next((m for m in order if METHODS[m].registration), None)
+        if not self.budget.get("share_registration"):
+            return first
+        trained = [m for m in METHODS if METHODS[m].registration
+                   and isfile(join(self._model_dir(seed, METHODS[m]), "checkpoint_registration.pth"))]
+        return next((m for m in order if m in trained), trained[0] if trained else first)
+
     def _run_seed(self, seed: int) -> None:
         """Every method of one seed; (seed, method) pairs scored before are skipped."""
         order = [m for m in self.methods if m != "atlas_propagation"]
         os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
-        reg_source = next((m for m in order if METHODS[m].registration), None)
+        reg_source = self.registration_source(seed, order)
         todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
         for i, name in enumerate(todo):
             score_file = join(self._seed_dir(seed), "scores", name + ".json")

@@ -8,7 +8,8 @@ from nnunetv2_oneshot.trainers.variants import (
     OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_realAtlas, OneShotDistillTrainer_realAtlas_cpu,
     OneShotDistillTrainer_tiny, OneShotRegAugTrainer_cpu, OneShotRegAugTrainer_tiny, RRLMedSAMTrainer_cpu,
     RRLMedSAMTrainer_noAP, RRLMedSAMTrainer_noAP_cpu, RRLMedSAMTrainer_noEMA, RRLMedSAMTrainer_noEMA_cpu,
-    RRLMedSAMTrainer_tiny, nnUNetTrainer_oneshotBaseline, nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
+    RRLMedSAMTrainer_noSAM, RRLMedSAMTrainer_noSAM_cpu, RRLMedSAMTrainer_tiny, nnUNetTrainer_oneshotBaseline,
+    nnUNetTrainer_oneshotCPU, nnUNetTrainer_oneshotTiny)
 
 __all__ = [
     "OneShotRegAugTrainer", "OneShotRegAugTrainer_tiny", "OneShotRegAugTrainer_cpu",
@@ -19,4 +20,5 @@ __all__ = [
     "OneShotDistillTrainer_realAtlas_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
     "nnUNetTrainer_oneshotCPU", "RRLMedSAMTrainer", "RRLMedSAMTrainer_noEMA", "RRLMedSAMTrainer_noAP",
     "RRLMedSAMTrainer_tiny", "RRLMedSAMTrainer_cpu", "RRLMedSAMTrainer_noEMA_cpu", "RRLMedSAMTrainer_noAP_cpu",
+    "RRLMedSAMTrainer_noSAM", "RRLMedSAMTrainer_noSAM_cpu",
 ]

@@ -84,6 +84,17 @@ class RRLMedSAMTrainer_noEMA(RRLMedSAMTrainer):
         self.mutual_ema = False
 
 
+class RRLMedSAMTrainer_noSAM(RRLMedSAMTrainer):
+    """λ_distill = 0: the general encoder is never pulled towards LiteMedSAM's embeddings; everything else (two
+    branches, pseudo-labels, mutual EMA, auto-prompt) is the same. What the SAM guidance itself adds is the
+    difference to RRLMedSAMTrainer. The distillation loss is still computed and logged, for the curve."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.lambda_distill = 0.0
+
+
 class RRLMedSAMTrainer_noAP(RRLMedSAMTrainer):
     """No auto-prompt: the medical decoder predicts without the general branch's mask (the network has no
     prompt convs, so this is a class attribute: nnUNetv2_predict builds the same network)."""
@@ -120,3 +131,4 @@ RRLMedSAMTrainer_tiny = _budgeted("RRLMedSAMTrainer_tiny", RRLMedSAMTrainer, TIN
 RRLMedSAMTrainer_cpu = _budgeted("RRLMedSAMTrainer_cpu", RRLMedSAMTrainer, CPU, CPU_REG, CPU_SAM)
 RRLMedSAMTrainer_noEMA_cpu = _budgeted("RRLMedSAMTrainer_noEMA_cpu", RRLMedSAMTrainer_noEMA, CPU, CPU_REG, CPU_SAM)
 RRLMedSAMTrainer_noAP_cpu = _budgeted("RRLMedSAMTrainer_noAP_cpu", RRLMedSAMTrainer_noAP, CPU, CPU_REG, CPU_SAM)
+RRLMedSAMTrainer_noSAM_cpu = _budgeted("RRLMedSAMTrainer_noSAM_cpu", RRLMedSAMTrainer_noSAM, CPU, CPU_REG, CPU_SAM)
