@@ -80,6 +80,10 @@ def test_report_plots_and_stock_predictions(bench):
     md = (out / "Dataset901_Toy.md").read_text()
     assert "| OneShotDistillTrainer |" in md and "Dice per structure" in md
     assert "| OneShotRegAugTrainer | " in md.split("Differences paired by seed")[1]
+    # one seed: a spread cannot be measured, so none is printed (not a spread of 0)
+    assert "(1 seed)" in md.split("Differences paired by seed")[1] and "± 0.000" not in md
+    row = next(l for l in md.splitlines() if l.startswith("| OneShotDistillTrainer |"))
+    assert row.split("|")[3].strip() == "n/a"  # the "Dice std (seeds)" column
     for png in ("Dataset901_Toy_dice.png", "Dataset901_Toy_curves.png", "Dataset901_Toy_overlay.png"):
         assert (out / png).stat().st_size > 1000, png
     for m in METHODS:

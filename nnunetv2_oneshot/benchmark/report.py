@@ -196,7 +196,8 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
              "|---|---|---|---|---|---|---|"]
     for name, v in m.items():
         pool = "n/a" if v.get("pool_dice_mean") is None else f"{v['pool_dice_mean']:.3f}"
-        lines.append(f"| {name} | {v['dice_mean']:.3f} | {v['dice_std']:.3f} | {v['hd95_mean']:.1f} | "
+        std = f"{v['dice_std']:.3f}" if len(v["seeds"]) > 1 else "n/a"  # one seed has no spread, not a zero one
+        lines.append(f"| {name} | {v['dice_mean']:.3f} | {std} | {v['hd95_mean']:.1f} | "
                      f"{len(v['seeds'])} | {v['train_minutes']:.1f} | {pool} |")
     lines += ["", "Pool Dice: the same models on the unlabelled pool scans, against their true labels. The one-shot "
                   "trainers saw these scans without labels; changes to the method are judged on this column, "
@@ -221,7 +222,8 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
                       + "." + (f" {OURS} − {ONE_LABEL}, paired by seed: {paired}." if paired else "")]
     if res.get("paired"):
         refs = [r for r in (ONE_LABEL, OURS) if r in m]
-        cell = lambda d: "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}"
+        cell = lambda d: "" if d is None else f"{d['mean']:+.3f} " + (
+            f"± {d['std']:.3f}" if len(d["per_seed"]) > 1 else "(1 seed)")
         lines += ["", "Differences paired by seed (mean ± sd over seeds; a difference within its sd is noise):", "",
                   "| method | " + " | ".join(f"test vs {r} | pool vs {r}" for r in refs) + " |",
                   "|---|" + "---|---|" * len(refs)]
