@@ -69,8 +69,8 @@ def main(argv=None):
         sys.exit(f"error: {name} has no {ORACLE_LABELS_FOLDER}/: this study needs the pool's true labels")
     model_dir = lambda m: bench._model_dir(a.seed, METHODS[m])
     missing = [m for m in a.methods if not isfile(join(model_dir(m), "checkpoint_final.pth"))]
-    reg = next((join(model_dir(m), "checkpoint_registration.pth") for m in METHODS
-                if METHODS[m].registration and isfile(join(model_dir(m), "checkpoint_registration.pth"))), None)
+    trained = bench.trained_registration(a.seed)
+    reg = join(model_dir(trained[0]), "checkpoint_registration.pth") if trained else None
     if missing or reg is None:
         sys.exit(f"error: seed {a.seed} has no finished model of {missing}" if missing else
                  f"error: seed {a.seed} has no trained registration net in {out}")

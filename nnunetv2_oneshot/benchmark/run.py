@@ -295,15 +295,20 @@ class Benchmark:
         dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
         return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
 
+    def trained_registration(self, seed: int) -> List[str]:
+        """The methods of this seed that trained a registration net of their own: only they hold a
+        checkpoint_registration.pth (the ones that share a net start from it and save none)."""
+        return [m for m in METHODS if METHODS[m].registration
+                and isfile(join(self._model_dir(seed, METHODS[m]), "checkpoint_registration.pth"))]
+
     def registration_source(self, seed: int, order: List[str]) -> Optional[str]:
         """The one-shot method of this seed whose registration net the others share (and atlas propagation
-        uses): the one that trained it, if any has (only it holds a checkpoint_registration.pth), so that a
-        rerun with other --methods keeps the seed's flows; else the first one-shot method of this run."""
+        uses): the one that trained it, if any has, so that a rerun with other --methods keeps the seed's
+        flows; else the first one-shot method of this run."""
         first = next((m for m in order if METHODS[m].registration), None)
         if not self.budget.get("share_registration"):
             return first
-        trained = [m for m in METHODS if METHODS[m].registration
-                   and isfile(join(self._model_dir(seed, METHODS[m]), "checkpoint_registration.pth"))]
+        trained = self.trained_registration(seed)
         return next((m for m in order if m in trained), trained[0] if trained else first)
 
     def _run_seed(self, seed: int) -> None:
