@@ -204,7 +204,27 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     assert len(torch.load(model / "checkpoint_final.pth", weights_only=False)["logging"]["train_losses"]) == 8
     for seed in (0, 1):
         assert (out / f"seed{seed}" / "scores" / "nnUNetTrainer_1label.json").is_file()
+    # the reported training time is both legs', not the resumed one's alone
+    from nnunetv2_oneshot.benchmark.run import training_seconds
+    logs = sorted(model.glob("training_log_*.txt"))
+    assert len(logs) == 2
+    rec = json.loads((out / "seed0" / "scores" / "nnUNetTrainer_1label.json").read_text())
+    assert rec["train_s"] == pytest.approx(training_seconds(str(model)))
+    shutil.move(str(logs[0]), str(tmp_path / logs[0].name))
+    assert rec["train_s"] > training_seconds(str(model)) > 0
     assert json.loads((out / "Dataset901_Toy.json").read_text())["methods"]["nnUNetTrainer_1label"]["seeds"] == [0, 1]
+
+
+def test_training_seconds_sums_the_legs_of_a_resumed_training(tmp_path):
+    from nnunetv2_oneshot.benchmark.run import training_seconds
+    assert training_seconds(str(tmp_path)) is None
+    # leg 1 killed after its last line (55.5 s after the trainer started); leg 2 ran 2 min
+    (tmp_path / "training_log_2026_1_2_03_04_05.txt").write_text(
+        "####\nPlease cite\n2026-01-02 03:04:10.000000: start \n2026-01-02 03:05:00.500000: epoch 0 \n")
+    (tmp_path / "training_log_2026_1_2_04_00_00.txt").write_text(
+        "2026-01-02 04:00:30.000000: resuming \n2026-01-02 04:02:00.000000: done \n")
+    (tmp_path / "training_log_2026_1_2_05_00_00.txt").write_text("####\n")  # died before its first line
+    assert training_seconds(str(tmp_path)) == pytest.approx(55.5 + 120.0)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -24,7 +24,9 @@ def machine() -> str:
 
 
 def load_scores(bench) -> Dict[str, List[dict]]:
-    """method -> the score records of the seeds that finished."""
+    """method -> the score records of the seeds that finished. Training time is read again from the model's
+    training logs (all legs of a resumed training; see run.training_seconds) where they are there."""
+    from nnunetv2_oneshot.benchmark.run import training_seconds
     out = {}
     for m in bench.methods:
         recs = []
@@ -33,6 +35,9 @@ def load_scores(bench) -> Dict[str, List[dict]]:
             if isfile(f):
                 with open(f) as fh:
                     recs.append(json.load(fh))
+                t = training_seconds(bench._model_dir(s, METHODS[m])) if METHODS[m].trainer else None
+                if t:
+                    recs[-1]["train_s"] = t
         if recs:
             out[m] = recs
     return out

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
+from datetime import datetime
+from glob import glob
 from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
@@ -47,6 +50,31 @@ DEFAULT_BUDGET = dict(epochs=40, iterations=CPU["num_iterations_per_epoch"],
                       # start from it (registration_init_from), so every method of a seed sees the same flows
                       # (differences are stage 2's) and stage 1 is paid once, not once per method
                       share_registration=True)
+
+
+_LOG_NAME = re.compile(r"training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): ")
+
+
+def training_seconds(model_dir: str) -> Optional[float]:
+    """Wall time a model's training took, summed over its legs: nnU-Net writes one training_log per start
+    (a resumed or restarted training has several), named by the trainer's start time; a leg ends at its
+    last time-stamped line. Counts a leg that was killed too (its time was spent), and a model found
+    finished by a rerun keeps its time instead of 0. None where the folder has no training log."""
+    total, found = 0.0, False
+    for log in sorted(glob(join(model_dir, "training_log_*.txt"))):
+        m = _LOG_NAME.search(basename(log))
+        start = datetime(*map(int, m.groups())) if m else None
+        end = None
+        with open(log) as f:
+            for line in f:
+                t = _LOG_LINE.match(line)
+                if t:
+                    end = datetime.strptime(t.group(1), "%Y-%m-%d %H:%M:%S.%f")
+                    start = start or end
+        if start is not None and end is not None:
+            total, found = total + max(0.0, (end - start).total_seconds()), True
+    return total if found else None
 
 
 class BenchmarkError(ValueError):
@@ -224,7 +252,7 @@ class Benchmark:
         model = self._model_dir(seed, method)
         if isfile(join(model, "checkpoint_final.pth")):
             _say(f"[seed {seed}]     trained model found: {model}")
-            return 0.0
+            return training_seconds(model) or 0.0
         resume = isfile(join(model, "checkpoint_latest.pth"))
         attributes = training_attributes(method, self.budget)
         if method.registration and self.budget.get("share_registration") and reg_source not in (None, name):
@@ -243,9 +271,10 @@ class Benchmark:
                     device=self.device, seed=seed, resume=resume, attributes=attributes)
         _say(f"[seed {seed}]     training {method.trainer} ({'resuming' if resume else 'from scratch'}; log in "
              f"{model})")
-        return _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
+        wall = _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
                     self._env(seed, method), join(self.out, "logs", f"train_seed{seed}_{name}.log"),
                     echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
+        return (training_seconds(model) if resume else None) or wall  # resumed: all its legs, not the last
 
     def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None,
                 pool: bool = False) -> float:
