@@ -274,7 +274,7 @@ class Benchmark:
         wall = _run([sys.executable, "-m", "nnunetv2_oneshot.benchmark._train", json.dumps(spec)],
                     self._env(seed, method), join(self.out, "logs", f"train_seed{seed}_{name}.log"),
                     echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
-        return (training_seconds(model) if resume else None) or wall  # resumed: all its legs, not the last
+        return training_seconds(model) or wall  # the logs: all legs of a resumed training, not the last
 
     def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None,
                 pool: bool = False) -> float:
