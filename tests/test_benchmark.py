@@ -75,6 +75,40 @@ def test_paired_differences_match_seeds_and_skip_missing_ones():
     assert "vs_OneShotDistillTrainer" not in p["OneShotDistillTrainer"]
 
 
+def _method(seeds, dice, pool):
+    return {"seeds": seeds, "dice_per_seed": dice, "pool_dice_per_seed": pool, "dice_mean": sum(dice) / len(dice),
+            "dice_std": 0.0, "hd95_mean": 1.0, "train_minutes": 1.0, "pool_dice_mean": sum(pool) / len(pool),
+            "dice_per_label": {"a": 0.5}}
+
+
+def test_ablations_are_also_paired_with_the_method_they_change():
+    from nnunetv2_oneshot.benchmark.report import markdown, paired, parent
+    m = {"nnUNetTrainer_1label": _method([0, 1], [0.5, 0.5], [0.5, 0.5]),
+         "OneShotDistillTrainer": _method([0, 1], [0.6, 0.6], [0.6, 0.6]),
+         "OneShotDistillTrainer_noHint": _method([0, 1], [0.55, 0.65], [0.6, 0.6]),
+         "RRLMedSAMTrainer": _method([0, 1, 2], [0.7, 0.8, 0.9], [0.7, 0.7, 0.7]),
+         "RRLMedSAMTrainer_noEMA": _method([1, 0], [0.7, 0.75], [0.6, 0.65])}
+    assert parent("RRLMedSAMTrainer_noEMA", m) == "RRLMedSAMTrainer"
+    # no parent: a reference column already (the method), not a method (nnUNetTrainer), or not in the results
+    assert parent("OneShotDistillTrainer_noHint", m) is None and parent("nnUNetTrainer_1label", m) is None
+    assert parent("RRLMedSAMTrainer_noAP", {"RRLMedSAMTrainer_noAP": {}}) is None
+    p = paired(m)
+    ema = p["RRLMedSAMTrainer_noEMA"]["vs_RRLMedSAMTrainer"]
+    assert ema["test"]["per_seed"] == pytest.approx({"0": 0.05, "1": -0.1})  # paired by seed, not by position
+    assert ema["pool"]["mean"] == pytest.approx(-0.075)
+    assert "vs_RRLMedSAMTrainer" not in p["RRLMedSAMTrainer"] and set(p["OneShotDistillTrainer_noHint"]) == \
+        {"vs_nnUNetTrainer_1label", "vs_OneShotDistillTrainer"}
+    res = {"dataset": "D", "machine": "M", "plans": "P", "seeds": [0, 1, 2], "methods": m, "paired": p,
+           "budget": {"epochs": 1, "iterations": 1, "optimizer": "adamw", "lr": 0.01, "registration_iterations": 1},
+           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}}
+    table = markdown(res, {}).split("Differences paired by seed")[1]
+    assert "| test vs its parent | pool vs its parent |" in table
+    row = next(l for l in table.splitlines() if l.startswith("| RRLMedSAMTrainer_noEMA |"))
+    assert row.rstrip(" |").endswith("-0.025 ± 0.075 | -0.075 ± 0.025")
+    row = next(l for l in table.splitlines() if l.startswith("| RRLMedSAMTrainer |"))
+    assert len(row.split("|")) == len(table.splitlines()[2].split("|"))  # empty parent cells keep the columns
+
+
 def test_report_plots_and_stock_predictions(bench):
     _, _, out, _ = bench
     md = (out / "Dataset901_Toy.md").read_text()

@@ -128,15 +128,23 @@ def _per_seed_differences(v: dict, ref: dict, key: str) -> Dict[str, float]:
     return {str(s): a[s] - b[s] for s in sorted(a) if s in b}
 
 
+def parent(name: str, methods: Dict[str, dict]) -> Optional[str]:
+    """The method an ablation or variant changes (its name up to the first ``_``: ``RRLMedSAMTrainer_noEMA``
+    -> ``RRLMedSAMTrainer``), where that is in the results and not already a reference of every row."""
+    base = name.split("_")[0]
+    return base if base != name and base in methods and base not in (ONE_LABEL, OURS) else None
+
+
 def paired(methods: Dict[str, dict]) -> Dict[str, dict]:
-    """Every method against one-label nnU-Net and against the method, paired by seed, on the test cases and on
-    the pool: a difference smaller than its spread over seeds is noise. Seeds missing from either side are left
-    out; the upper bound (trained on the pool's labels) has no pool difference."""
+    """Every method against one-label nnU-Net, against the method and, for an ablation, against the method it
+    changes (:func:`parent`), paired by seed, on the test cases and on the pool: a difference smaller than its
+    spread over seeds is noise. Seeds missing from either side are left out; the upper bound (trained on the
+    pool's labels) has no pool difference."""
     out = {}
     for name, v in methods.items():
         row = {}
-        for ref in (ONE_LABEL, OURS):
-            if ref == name or ref not in methods:
+        for ref in (ONE_LABEL, OURS, parent(name, methods)):
+            if ref is None or ref == name or ref not in methods:
                 continue
             r = methods[ref]
             cmp = {}
@@ -229,12 +237,22 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
         refs = [r for r in (ONE_LABEL, OURS) if r in m]
         cell = lambda d: "" if d is None else f"{d['mean']:+.3f} " + (
             f"± {d['std']:.3f}" if len(d["per_seed"]) > 1 else "(1 seed)")
+        # ablations also against the method they change: the difference that says what the part is worth
+        parents = {name: parent(name, m) for name in res["paired"]}
+        ablations = any(parents.values())
         lines += ["", "Differences paired by seed (mean ± sd over seeds; a difference within its sd is noise):", "",
-                  "| method | " + " | ".join(f"test vs {r} | pool vs {r}" for r in refs) + " |",
-                  "|---|" + "---|---|" * len(refs)]
+                  "| method | " + " | ".join(f"test vs {r} | pool vs {r}" for r in refs)
+                  + (" | test vs its parent | pool vs its parent" if ablations else "") + " |",
+                  "|---|" + "---|---|" * (len(refs) + ablations)]
         for name, row in res["paired"].items():
             cells = [cell(row.get("vs_" + r, {}).get(k)) for r in refs for k in ("test", "pool")]
+            if ablations:
+                cells += [cell(row.get("vs_" + parents[name], {}).get(k)) if parents[name] else ""
+                          for k in ("test", "pool")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if ablations:
+            lines += ["", "Parent: the method an ablation changes (its name up to the first `_`), on the seeds "
+                          "both have."]
     if res.get("convergence"):
         c = res["convergence"]
         lines += ["", f"Convergence of the upper bound ({UPPER}, seed {res['seeds'][0]}): pseudo-Dice EMA changed "
