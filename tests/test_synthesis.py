@@ -111,3 +111,46 @@ def test_atlas_prob_needs_atlas_locations():
     syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, {"s": img}, SynthesisConfig(atlas_prob=0.5))
     with pytest.raises(ValueError, match="atlas_locations"):
         SyntheticPairDataset(syn, {"s": {}})
+
+
+@pytest.mark.parametrize("atlas_prob,pseudo_label_prob", [(0.0, 0.5), (0.0, 1.0), (0.25, 0.5)])
+def test_pseudo_label_prob_is_the_share_of_real_scans_with_their_warped_label(atlas_prob, pseudo_label_prob):
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, lab = _atlas()
+    flow = np.zeros((3, *S), np.float32)
+    flow[0] = 1.0
+    subj = np.roll(img, -1, axis=1) * 3 + 5  # real scan: other intensities than any warped atlas sample
+    syn = _synth({("a", "s"): flow}, {"s": subj},
+                 SynthesisConfig(0.0, 2.0, (1, 1), 0.0, atlas_prob=atlas_prob, pseudo_label_prob=pseudo_label_prob))
+    ds = SyntheticPairDataset(syn, {"s": "subject locations"}, with_real_image=True,
+                              atlas_locations={"a": "atlas locations"})
+    np.random.seed(0)
+    n, kinds = 300, {"pseudo": 0, "atlas": 0, "synthetic": 0}
+    for _ in range(n):
+        data, seg, _, props = ds.load_case("s")
+        if np.array_equal(data[:1], subj):
+            kinds["pseudo"] += 1
+            # the real scan, its own real partner, labelled with the atlas label warped by the exact flow
+            np.testing.assert_array_equal(data[1:], subj)
+            np.testing.assert_array_equal(seg, syn.exact_labels[("a", "s")])
+            assert props["class_locations"] == "subject locations"
+            data[:] = 0  # a loader that augments in place must not reach the synthesizer's scan or label
+            seg[:] = 0
+        elif np.array_equal(seg, lab):
+            kinds["atlas"] += 1
+        else:
+            kinds["synthetic"] += 1
+    assert abs(kinds["pseudo"] / n - pseudo_label_prob) < 0.08
+    assert abs(kinds["atlas"] / n - atlas_prob) < 0.08
+    np.testing.assert_array_equal(syn.subjects["s"], np.roll(img, -1, axis=1) * 3 + 5)
+    assert syn.exact_labels[("a", "s")].max() == 2
+
+
+@pytest.mark.parametrize("atlas_prob,pseudo_label_prob", [(0.6, 0.6), (0.0, -0.1)])
+def test_sample_shares_must_be_probabilities(atlas_prob, pseudo_label_prob):
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, _ = _atlas()
+    syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, {"s": img},
+                 SynthesisConfig(atlas_prob=atlas_prob, pseudo_label_prob=pseudo_label_prob))
+    with pytest.raises(ValueError, match="pseudo_label_prob"):
+        SyntheticPairDataset(syn, {"s": {}}, atlas_locations={"a": {}})

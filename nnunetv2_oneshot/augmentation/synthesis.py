@@ -36,6 +36,10 @@ class SynthesisConfig:
     # set, not by PairSynthesizer). Warped atlases are smoother than a real scan (trilinear resampling);
     # the plain baseline trains on the sharp atlas alone.
     atlas_prob: float = 0.0
+    # share of samples that are a REAL unlabelled scan with the atlas label warped onto it by the exact flow
+    # (its registration pseudo-label; read by the trainers' data set). What RRL-MedSAM's branches learn from
+    # besides the synthetic pairs: real appearance, imperfect labels.
+    pseudo_label_prob: float = 0.0
 
 
 def _region_stats(image: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

@@ -37,6 +37,9 @@ METHODS = {
     "OneShotDistillTrainer_realAtlas": Method("OneShotDistillTrainer_realAtlas", registration=True,
                                               description="variant: a quarter of the samples are the unwarped "
                                                           "atlas"),
+    "OneShotDistillTrainer_pseudoLabels": Method("OneShotDistillTrainer_pseudoLabels", registration=True,
+                                                 description="variant: half of the samples are real pool scans "
+                                                             "with their registration pseudo-labels"),
     "RRLMedSAMTrainer": Method("RRLMedSAMTrainer", registration=True, sam=True,
                                description="SAM-guided (LiteMedSAM) general + medical branch, auto-prompt"),
     "RRLMedSAMTrainer_noEMA": Method("RRLMedSAMTrainer_noEMA", registration=True, sam=True,

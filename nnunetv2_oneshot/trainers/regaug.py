@@ -47,19 +47,30 @@ class SyntheticPairDataset:
         self.class_locations = class_locations
         self.with_real_image = with_real_image
         self.atlas_locations = atlas_locations
-        if synthesizer.config.atlas_prob > 0 and atlas_locations is None:
+        cfg = synthesizer.config
+        if cfg.atlas_prob > 0 and atlas_locations is None:
             raise ValueError("SynthesisConfig.atlas_prob > 0 needs atlas_locations")
+        if not (0 <= cfg.atlas_prob and 0 <= cfg.pseudo_label_prob and cfg.atlas_prob + cfg.pseudo_label_prob <= 1):
+            raise ValueError(f"SynthesisConfig: atlas_prob ({cfg.atlas_prob}) and pseudo_label_prob "
+                             f"({cfg.pseudo_label_prob}) must be >= 0 and sum to at most 1")
 
     def load_case(self, identifier: str):
         # nnU-Net's workers seed numpy's global state differently per process; draw our seed from it
         rng = np.random.default_rng(np.random.randint(0, 2 ** 31))
-        p = self.synthesizer.config.atlas_prob
-        if p > 0 and rng.random() < p:
+        cfg, syn = self.synthesizer.config, self.synthesizer
+        # one draw decides the kind of sample; none when both shares are 0, so the default stream is unchanged
+        u = rng.random() if cfg.atlas_prob + cfg.pseudo_label_prob > 0 else 1.0
+        if u < cfg.atlas_prob:
             # the atlas as it is; its own image is its voxel-aligned real partner (the distillation pairing)
-            atlas = self.synthesizer.atlas_ids[rng.integers(len(self.synthesizer.atlas_ids))]
+            atlas = syn.atlas_ids[rng.integers(len(syn.atlas_ids))]
             # copies: nnU-Net's loader may crop to a view and augment it in place, which must not reach the atlas
-            image, label = (x.copy() for x in self.synthesizer.atlases[atlas])
+            image, label = (x.copy() for x in syn.atlases[atlas])
             real, locations = image, self.atlas_locations[atlas]
+        elif u < cfg.atlas_prob + cfg.pseudo_label_prob:
+            # the real scan with its registration pseudo-label; the scan is its own real partner
+            atlas = syn.atlas_ids[rng.integers(len(syn.atlas_ids))]
+            image, label = syn.subjects[identifier].copy(), syn.exact_labels[(atlas, identifier)].copy()
+            real, locations = image, self.class_locations[identifier]
         else:
             image, label, real, _ = self.synthesizer.sample(identifier, rng)
             locations = self.class_locations[identifier]

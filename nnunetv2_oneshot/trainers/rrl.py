@@ -213,6 +213,9 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
         self._check_sam_weights()
         if self.synthesis.atlas_prob > 0:  # its SAM targets and coordinates are those of the unlabelled scans
             raise SystemExit(f"error: {type(self).__name__} does not support synthesis.atlas_prob > 0")
+        if self.synthesis.pseudo_label_prob > 0:  # it learns from the pseudo-labels in every step (lambda_pseudo)
+            raise SystemExit(f"error: {type(self).__name__} does not use synthesis.pseudo_label_prob; "
+                             f"set lambda_pseudo instead")
         if not self.was_initialized:
             self.initialize()
         self._load_oneshot_data()

@@ -74,6 +74,17 @@ class OneShotDistillTrainer_realAtlas(OneShotDistillTrainer):
         self.synthesis.atlas_prob = 0.25
 
 
+class OneShotDistillTrainer_pseudoLabels(OneShotDistillTrainer):
+    """Half of the samples are a real unlabelled scan with its registration pseudo-label (the atlas label
+    warped by the exact flow; ``synthesis.pseudo_label_prob``), the other half synthetic pairs as usual.
+    RRLMedSAMTrainer's ablations put its gain over this trainer in that supervision on real scans."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.synthesis.pseudo_label_prob = 0.5
+
+
 # ---------------------------------------------------------------- ablations of RRL-MedSAM
 class RRLMedSAMTrainer_noEMA(RRLMedSAMTrainer):
     """No mutual EMA: the general and the medical encoder never exchange weights."""
@@ -127,6 +138,8 @@ OneShotDistillTrainer_offline1pair_cpu = _budgeted("OneShotDistillTrainer_offlin
                                                    OneShotDistillTrainer_offline1pair, CPU, CPU_REG, CPU_HINT)
 OneShotDistillTrainer_realAtlas_cpu = _budgeted("OneShotDistillTrainer_realAtlas_cpu",
                                                 OneShotDistillTrainer_realAtlas, CPU, CPU_REG, CPU_HINT)
+OneShotDistillTrainer_pseudoLabels_cpu = _budgeted("OneShotDistillTrainer_pseudoLabels_cpu",
+                                                   OneShotDistillTrainer_pseudoLabels, CPU, CPU_REG, CPU_HINT)
 RRLMedSAMTrainer_tiny = _budgeted("RRLMedSAMTrainer_tiny", RRLMedSAMTrainer, TINY, TINY_REG, TINY_SAM)
 RRLMedSAMTrainer_cpu = _budgeted("RRLMedSAMTrainer_cpu", RRLMedSAMTrainer, CPU, CPU_REG, CPU_SAM)
 RRLMedSAMTrainer_noEMA_cpu = _budgeted("RRLMedSAMTrainer_noEMA_cpu", RRLMedSAMTrainer_noEMA, CPU, CPU_REG, CPU_SAM)
