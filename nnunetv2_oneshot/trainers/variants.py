@@ -77,7 +77,8 @@ class OneShotDistillTrainer_realAtlas(OneShotDistillTrainer):
 class OneShotDistillTrainer_pseudoLabels(OneShotDistillTrainer):
     """Half of the samples are a real unlabelled scan with its registration pseudo-label (the atlas label
     warped by the exact flow; ``synthesis.pseudo_label_prob``), the other half synthetic pairs as usual.
-    RRLMedSAMTrainer's ablations put its gain over this trainer in that supervision on real scans."""
+    Tests whether that supervision on real scans, which RRLMedSAMTrainer's branches get, is its gain over
+    this trainer: on the brain at 500 iterations it is not (pool Dice +0.013 ± 0.019, 3 seeds)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
