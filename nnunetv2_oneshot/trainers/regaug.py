@@ -72,7 +72,7 @@ class SyntheticPairDataset:
             image, label = syn.subjects[identifier].copy(), syn.exact_labels[(atlas, identifier)].copy()
             real, locations = image, self.class_locations[identifier]
         else:
-            image, label, real, _ = self.synthesizer.sample(identifier, rng)
+            image, label, real, _ = syn.sample(identifier, rng)
             locations = self.class_locations[identifier]
         data = np.concatenate([image, real]) if self.with_real_image else image
         return data, label, None, {"class_locations": locations}
