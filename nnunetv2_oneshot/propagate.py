@@ -23,6 +23,9 @@ def load_registration(checkpoint: dict, device: torch.device):
         raise ValueError("the checkpoint holds no registration net: train with a one-shot trainer "
                          "(e.g. -tr OneShotRegAugTrainer) first")
     state = checkpoint["oneshot"]
+    if state.get("registration_backend", "net") != "net":
+        raise ValueError(f"this model registered its pairs with the {state['registration_backend']} backend and "
+                         f"holds no trained registration net: use `nnunetv2-oneshot propagate --classical`")
     net = RegistrationNet(**state["registration_config"]).to(device)
     net.load_state_dict(state["registration_net"])
     return net.eval(), state
@@ -93,3 +96,37 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
         export_prediction_from_logits(logits, props, cm, pm, dataset_json, join(output_folder, case), False)
         print(f"propagated {i + 1}/{len(cases)}: {case} (folded voxels {100 * folding[case]:.3f}%)")
     return {"folding": folding}
+
+
+def propagate_folder_classical(input_folder: str, output_folder: str, dataset: str) -> dict:
+    """Classical atlas registration baseline (no model): the dataset's labelled case(s) registered onto each
+    input image with SimpleITK (affine + diffeomorphic demons, :mod:`nnunetv2_oneshot.registration.classical`)
+    in the images' own geometry, on their first channel. Writes ``CASE<file_ending>`` per input case like
+    nnUNetv2_predict; returns {"seconds": {case: registration time}}."""
+    import time
+
+    import SimpleITK as sitk
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+    from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
+    from nnunetv2_oneshot.registration.classical import propagate_labels
+    from nnunetv2_oneshot.validation import validate_oneshot_dataset
+
+    ds = validate_oneshot_dataset(raw_dataset_folder(dataset), check_voxels=False)
+    if not os.path.isdir(input_folder):
+        raise FileNotFoundError(f"input folder {input_folder} does not exist")
+    cases = create_lists_from_splitted_dataset_folder(input_folder, ds.file_ending)
+    if not cases:
+        raise FileNotFoundError(f"no images ending in {ds.file_ending} in {input_folder}")
+    atlases = [(sitk.ReadImage(d["images"][0], sitk.sitkFloat32), sitk.ReadImage(d["label"]))
+               for d in ds.labelled.values()]
+    num_classes = max(v for v in ds.label_values) + 1
+    os.makedirs(output_folder, exist_ok=True)
+    seconds = {}
+    for i, files in enumerate(cases):
+        case = os.path.basename(files[0])[:-len(ds.file_ending) - 5]
+        t0 = time.time()
+        seg = propagate_labels(sitk.ReadImage(files[0], sitk.sitkFloat32), atlases, num_classes)
+        sitk.WriteImage(seg, join(output_folder, case + ds.file_ending), True)
+        seconds[case] = time.time() - t0
+        print(f"registered {i + 1}/{len(cases)}: {case} ({seconds[case]:.0f} s)", flush=True)
+    return {"seconds": seconds}

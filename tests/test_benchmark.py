@@ -10,7 +10,7 @@ from conftest import BIN, run_cmd, snapshot, train_until_first_checkpoint_then_k
 
 TINY = ["-p", "nnUNetPlans", "--epochs", "2", "--iterations", "3", "--registration-iterations", "4"]
 METHODS = ["nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_all_labels",
-           "OneShotRegAugTrainer"]
+           "OneShotRegAugTrainer", "atlas_registration", "OneShotDistillTrainer_classicalReg"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def test_results_json_has_the_issue_schema(bench):
     assert 0.0 <= res["registration"]["warped_label_dice"] <= 1.0
     assert 0.0 <= res["registration"]["folding_fraction"] <= 1.0
     assert set(res["goals"]) == {"dice_gain_vs_1label", "recovered_fraction", "dice_gain_vs_propagation",
-                                 "train_iter_time_ratio"}
+                                 "train_iter_time_ratio", "dice_gain_vs_atlas_registration"}
+    assert res["goals"]["dice_gain_vs_atlas_registration"]["value"] == pytest.approx(
+        res["methods"]["OneShotDistillTrainer"]["dice_mean"] - res["methods"]["atlas_registration"]["dice_mean"])
     assert "flat" in res["convergence"]
     m, h = res["methods"], res["headroom"]
     assert h["upper_minus_1label"] == pytest.approx(m["nnUNetTrainer_all_labels"]["dice_mean"]
@@ -52,6 +54,9 @@ def test_results_json_has_the_issue_schema(bench):
     assert p["vs_nnUNetTrainer_1label"]["pool"]["mean"] == pytest.approx(
         m["OneShotRegAugTrainer"]["pool_dice_mean"] - m["nnUNetTrainer_1label"]["pool_dice_mean"])
     assert "pool" not in res["paired"]["nnUNetTrainer_all_labels"]["vs_nnUNetTrainer_1label"]
+    # the classical-registration variant trained no registration net: its flows came from SimpleITK
+    reg_log = (out / "logs" / "train_seed0_OneShotDistillTrainer_classicalReg.log").read_text()
+    assert "classical registration 4/4" in reg_log and "training the registration net" not in reg_log
     # the split is printed, and test cases are never training inputs
     assert "test ['toy_t00', 'toy_t01']" in log
     assert not set(res["split"]["test"]) & set(res["split"]["unlabelled"] + res["split"]["labelled"])
@@ -133,7 +138,7 @@ def test_report_plots_and_stock_predictions(bench):
 def test_pool_scores_judge_the_method_without_the_test_donors(bench):
     _, _, out, _ = bench
     res = json.loads((out / "Dataset901_Toy.json").read_text())
-    for m in ("nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation"):
+    for m in ("nnUNetTrainer_1label", "OneShotDistillTrainer", "atlas_propagation", "atlas_registration"):
         assert 0.0 <= res["methods"][m]["pool_dice_mean"] <= 1.0, m
         assert sorted(p.name for p in (out / "seed0" / "predictions_pool" / m).glob("*.nii.gz")) == \
             [f"toy_u{i:02d}.nii.gz" for i in range(4)], m
@@ -141,7 +146,12 @@ def test_pool_scores_judge_the_method_without_the_test_donors(bench):
     # two routes to the same number: propagation's pool Dice is the registration's warped-label Dice
     assert res["methods"]["atlas_propagation"]["pool_dice_mean"] == \
         pytest.approx(res["registration"]["warped_label_dice"], abs=1e-9)
-    assert "| pool Dice |" in (out / "Dataset901_Toy.md").read_text()
+    md = (out / "Dataset901_Toy.md").read_text()
+    assert "| pool Dice |" in md
+    # a gain is held to a floor, the time ratio to a ceiling ("registration" contains "ratio")
+    goal_line = {l.split(":")[0][2:]: l for l in md.splitlines() if l.startswith("- ") and "(goal " in l}
+    assert "(goal >= 0.03)" in goal_line["dice_gain_vs_atlas_registration"]
+    assert "(goal <= 1.6)" in goal_line["train_iter_time_ratio"]
 
 
 def test_report_only_reports_finished_pairs_and_trains_nothing(bench):

@@ -1,5 +1,7 @@
 """Types the stock nnU-Net commands in subprocesses, as a user would, on a tiny one-shot dataset."""
 import os
+
+import numpy as np
 import pytest
 
 
@@ -44,6 +46,35 @@ def test_stock_plan_train_predict_evaluate(workdir):
     assert prop["per_label"]["outer"] > 0.5, prop
     # nothing in the user's raw data was modified or added
     assert snapshot(root / "raw") == raw_before
+
+
+def test_classical_propagation_needs_no_model(workdir):
+    """``propagate --classical``: the labelled case registered onto each image with SimpleITK, written in the
+    image's own geometry, the raw data untouched; a missing dataset fails in one line before any compute."""
+    import json
+    import subprocess
+    import SimpleITK as sitk
+    from nnunetv2_oneshot.evaluation import dice_per_label
+    root, env, raw_before = workdir
+    ts = root / "raw/Dataset901_Toy/imagesTs"
+    log = _run([f"{BIN}/nnunetv2-oneshot", "propagate", "--classical", "-i", str(ts), "-o", str(root / "classical"),
+                "-d", "901"], env, root)
+    assert "registered 2/2: toy_t01" in log
+    img, seg = sitk.ReadImage(str(ts / "toy_t00_0000.nii.gz")), sitk.ReadImage(str(root / "classical/toy_t00.nii.gz"))
+    assert seg.GetSize() == img.GetSize() and seg.GetSpacing() == img.GetSpacing()
+    dj = json.load(open(root / "raw/Dataset901_Toy/dataset.json"))
+    res = dice_per_label(str(root / "classical"), str(root / "raw/Dataset901_Toy/labelsTs"), dj)
+    assert res["per_label"]["outer"] > 0.8 and res["per_label"]["inner"] > 0.5, res  # unwarped atlas: see below
+    unwarped = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "raw/Dataset901_Toy/labelsTr/toy_000.nii.gz")))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "raw/Dataset901_Toy/labelsTs/toy_t00.nii.gz")))
+    found = sitk.GetArrayFromImage(seg)
+    d = lambda a, b: 2 * np.sum((a == 2) & (b == 2)) / (np.sum(a == 2) + np.sum(b == 2))  # noqa: E731
+    assert d(found, truth) > d(unwarped, truth)  # registration moved the inner structure toward the truth
+    assert snapshot(root / "raw") == raw_before
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "propagate", "--classical", "-i", str(ts), "-o",
+                        str(root / "classical2"), "-d", "977"], env=env, cwd=root, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+    assert not (root / "classical2").exists()
 
 
 def test_continue_restores_registration_and_reuses_unlabelled_cache(workdir):

@@ -17,6 +17,8 @@ class Method:
     registration: bool = False
     #: needs the LiteMedSAM weights (extra [sam])
     sam: bool = False
+    #: no model at all: classical registration of the labelled case(s) onto each image (SimpleITK)
+    classical: bool = False
     description: str = ""
 
 
@@ -24,6 +26,9 @@ METHODS = {
     "nnUNetTrainer_1label": Method("nnUNetTrainer_oneshotBaseline",
                                    description="plain nnUNetTrainer on the labelled case(s) only"),
     "atlas_propagation": Method(None, description="atlas labels warped by the trained registration net"),
+    "atlas_registration": Method(None, classical=True,
+                                 description="classical atlas registration, no training: SimpleITK affine + "
+                                             "diffeomorphic demons"),
     "OneShotRegAugTrainer": Method("OneShotRegAugTrainer", registration=True,
                                    description="registration-synthesised pairs, no distillation"),
     "OneShotDistillTrainer": Method("OneShotDistillTrainer", registration=True,
@@ -40,6 +45,10 @@ METHODS = {
     "OneShotDistillTrainer_pseudoLabels": Method("OneShotDistillTrainer_pseudoLabels", registration=True,
                                                  description="variant: half of the samples are real pool scans "
                                                              "with their registration pseudo-labels"),
+    # registration=False: it trains no registration net, so it neither gets nor lends one (share_registration)
+    "OneShotDistillTrainer_classicalReg": Method("OneShotDistillTrainer_classicalReg",
+                                                 description="variant: flows from classical registration "
+                                                             "(SimpleITK), no registration net"),
     "RRLMedSAMTrainer": Method("RRLMedSAMTrainer", registration=True, sam=True,
                                description="SAM-guided (LiteMedSAM) general + medical branch, auto-prompt"),
     "RRLMedSAMTrainer_noEMA": Method("RRLMedSAMTrainer_noEMA", registration=True, sam=True,
@@ -54,6 +63,8 @@ METHODS = {
 #: the method the goals are about, and its references
 OURS, ONE_LABEL, PROPAGATION, UPPER = ("OneShotDistillTrainer", "nnUNetTrainer_1label", "atlas_propagation",
                                        "nnUNetTrainer_all_labels")
+#: what a user who trains nothing does today (the brief's "atlas registration")
+REGISTRATION = "atlas_registration"
 
 
 def training_attributes(method: Method, budget: dict) -> dict:

@@ -10,10 +10,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from nnunetv2_oneshot.benchmark.methods import METHODS, ONE_LABEL, OURS, PROPAGATION, UPPER
+from nnunetv2_oneshot.benchmark.methods import METHODS, ONE_LABEL, OURS, PROPAGATION, REGISTRATION, UPPER
 
 GOALS = {"dice_gain_vs_1label": 0.10, "dice_gain_vs_propagation": 0.03, "recovered_fraction": 0.7,
-         "train_iter_time_ratio": 1.6}
+         "train_iter_time_ratio": 1.6,
+         # not in the issue: the propagation margin, held against classical registration (the brief's "atlas
+         # registration", what a user who trains nothing does)
+         "dice_gain_vs_atlas_registration": 0.03}
 
 
 def machine() -> str:
@@ -103,6 +106,10 @@ def goals(methods: Dict[str, dict], cost: Optional[dict]) -> dict:
         gain = methods[OURS]["dice_mean"] - methods[PROPAGATION]["dice_mean"]
         g["dice_gain_vs_propagation"] = {"value": gain, "goal": GOALS["dice_gain_vs_propagation"],
                                          "met": gain >= GOALS["dice_gain_vs_propagation"]}
+    if OURS in methods and REGISTRATION in methods:
+        gain = methods[OURS]["dice_mean"] - methods[REGISTRATION]["dice_mean"]
+        g["dice_gain_vs_atlas_registration"] = {"value": gain, "goal": GOALS["dice_gain_vs_atlas_registration"],
+                                                "met": gain >= GOALS["dice_gain_vs_atlas_registration"]}
     if cost:
         r = cost["train_iter_time_ratio_vs_nnUNetTrainer"]
         g["train_iter_time_ratio"] = {"value": r, "goal": GOALS["train_iter_time_ratio"],
@@ -221,9 +228,10 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
     for l in labels:
         lines.append(f"| {l} | " + " | ".join(f"{v['dice_per_label'][l]:.3f}" for v in m.values()) + " |")
     if res.get("goals"):
-        lines += ["", "Goals (from the benchmark issue):", ""]
+        lines += ["", "Goals (from the benchmark issue; dice_gain_vs_atlas_registration, not in it, holds the method "
+                      f"to the propagation margin against classical registration, {REGISTRATION}):", ""]
         for k, g in res["goals"].items():
-            lines.append(f"- {k}: {g['value']:.3f} (goal {'<=' if 'ratio' in k else '>='} {g['goal']}) -> "
+            lines.append(f"- {k}: {g['value']:.3f} (goal {'<=' if k.endswith('time_ratio') else '>='} {g['goal']}) -> "
                          f"**{'met' if g['met'] else 'NOT met'}**")
     h = res.get("headroom")
     if h:
@@ -306,7 +314,7 @@ def write(bench, cost: Optional[dict]) -> dict:
     case = sorted(x for x in os.listdir(ref) if x.endswith(bench.ds.file_ending))[0]
     image = join(bench.raw, "imagesTs", case[:-len(bench.ds.file_ending)] + "_0000" + bench.ds.file_ending)
     preds = {m: join(bench._seed_dir(bench.seeds[0]), "predictions", m, case) for m in methods
-             if m in (ONE_LABEL, PROPAGATION, OURS, UPPER)}
+             if m in (ONE_LABEL, PROPAGATION, REGISTRATION, OURS, UPPER)}
     preds = {k: v for k, v in preds.items() if isfile(v)}
     if preds and isfile(image):
         f = join(bench.out, f"{bench.name}_overlay.png")

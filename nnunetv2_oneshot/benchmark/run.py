@@ -284,6 +284,9 @@ class Benchmark:
         images = self.ds.unlabelled_folder if pool else join(self.raw, "imagesTs")
         log = join(self.out, "logs", f"predict{'_pool' if pool else ''}_seed{seed}_{name}.log")
         shutil.rmtree(out, ignore_errors=True)  # never score a half-written folder
+        if method.classical:  # no model: the same for every seed, but cheap (seconds per image)
+            return _run([_bin("nnunetv2-oneshot"), "propagate", "--classical", "-i", images, "-o", out, "-d",
+                         self.name], self.env, log)
         if method.trainer is None:
             src = METHODS[trainer_for_propagation]
             return _run([_bin("nnunetv2-oneshot"), "propagate", "-i", images, "-o", out, "-d",

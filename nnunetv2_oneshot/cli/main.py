@@ -53,10 +53,13 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_propagate(args) -> int:
-    from nnunetv2_oneshot.propagate import propagate_folder
+    from nnunetv2_oneshot.propagate import propagate_folder, propagate_folder_classical
     try:
-        propagate_folder(args.i, args.o, args.d, configuration=args.c, fold=args.f, trainer=args.tr,
-                         plans=args.p, checkpoint=args.chk, device=args.device)
+        if args.classical:
+            propagate_folder_classical(args.i, args.o, args.d)
+        else:
+            propagate_folder(args.i, args.o, args.d, configuration=args.c, fold=args.f, trainer=args.tr,
+                             plans=args.p, checkpoint=args.chk, device=args.device)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     return 0
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-p", default="nnUNetPlans")
     s.add_argument("-chk", default="checkpoint_final.pth")
     s.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"])
+    s.add_argument("--classical", action="store_true",
+                   help="no model: register the dataset's labelled case(s) onto each image with SimpleITK (affine "
+                        "+ diffeomorphic demons; -c/-f/-tr/-p/-chk/-device are not used)")
     s.set_defaults(func=_cmd_propagate)
 
     s = sub.add_parser("demo", help="the main job on the embedded brain dataset: build, plan, train, predict, Dice")
