@@ -57,6 +57,16 @@ def test_results_json_has_the_issue_schema(bench):
     # the classical-registration variant trained no registration net: its flows came from SimpleITK
     reg_log = (out / "logs" / "train_seed0_OneShotDistillTrainer_classicalReg.log").read_text()
     assert "classical registration 4/4" in reg_log and "training the registration net" not in reg_log
+    # ... so its checkpoint holds no registration net to propagate with: refused in one line, nothing written
+    import subprocess
+    root, env, _, _ = bench
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "propagate", "-i", str(root / "raw/Dataset901_Toy/imagesTs"), "-o",
+                        str(root / "prop_classicalReg"), "-d", "901", "-tr", "OneShotDistillTrainer_classicalReg",
+                        "-p", "nnUNetPlans", "-device", "cpu"],
+                       env=dict(env, nnUNet_results=str(out / "seed0" / "nnUNet_results")), cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error:") and "--classical" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (root / "prop_classicalReg").exists()
     # the split is printed, and test cases are never training inputs
     assert "test ['toy_t00', 'toy_t01']" in log
     assert not set(res["split"]["test"]) & set(res["split"]["unlabelled"] + res["split"]["labelled"])
