@@ -52,6 +52,17 @@ def propagate_case(net: RegistrationNet, atlases: dict, image: np.ndarray, num_c
     return probs / len(atlases)
 
 
+def _input_cases(input_folder: str, file_ending: str):
+    """[(case id, [channel files])] of an nnUNetv2_predict-style input folder; one-line errors if none."""
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+    if not os.path.isdir(input_folder):
+        raise FileNotFoundError(f"input folder {input_folder} does not exist")
+    cases = create_lists_from_splitted_dataset_folder(input_folder, file_ending)
+    if not cases:
+        raise FileNotFoundError(f"no images ending in {file_ending} in {input_folder}")
+    return [(os.path.basename(files[0])[:-len(file_ending) - 5], files) for files in cases]
+
+
 def propagate_folder(input_folder: str, output_folder: str, dataset: str, configuration: str = "3d_fullres",
                      fold: str = "all", trainer: str = "OneShotRegAugTrainer", plans: str = "nnUNetPlans",
                      checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
@@ -61,7 +72,6 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
     from nnunetv2_oneshot.nnunet_io import _require, dataset_name
 
     name = dataset_name(dataset)
@@ -70,7 +80,7 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
     ckpt_file = join(model, fold_dir, checkpoint)
     if not isfile(ckpt_file):
         raise FileNotFoundError(f"no checkpoint {ckpt_file}: train first, or pass -tr/-p/-f/-chk of your model")
-    if not os.path.isdir(input_folder):
+    if not os.path.isdir(input_folder):  # before loading the checkpoint
         raise FileNotFoundError(f"input folder {input_folder} does not exist")
     dev = torch.device(device)
     ckpt = torch.load(ckpt_file, map_location=dev, weights_only=False)
@@ -80,14 +90,11 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
     cm = pm.get_configuration(configuration)
     lm = pm.get_label_manager(dataset_json)
     num_classes = max(lm.all_labels) + 1
-    cases = create_lists_from_splitted_dataset_folder(input_folder, dataset_json["file_ending"])
-    if not cases:
-        raise FileNotFoundError(f"no images ending in {dataset_json['file_ending']} in {input_folder}")
+    cases = _input_cases(input_folder, dataset_json["file_ending"])
     os.makedirs(output_folder, exist_ok=True)
     preprocessor = cm.preprocessor_class(verbose=False)
     folding = {}
-    for i, files in enumerate(cases):
-        case = os.path.basename(files[0])[:-len(dataset_json["file_ending"]) - 5]
+    for i, (case, files) in enumerate(cases):
         data, _, props = preprocessor.run_case(files, None, pm, cm, dataset_json)
         stats = {}
         probs = propagate_case(net, state["atlases"], data.astype(np.float32), num_classes, dev, stats)
@@ -106,24 +113,18 @@ def propagate_folder_classical(input_folder: str, output_folder: str, dataset: s
     import time
 
     import SimpleITK as sitk
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
     from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
     from nnunetv2_oneshot.registration.classical import propagate_labels
     from nnunetv2_oneshot.validation import validate_oneshot_dataset
 
     ds = validate_oneshot_dataset(raw_dataset_folder(dataset), check_voxels=False)
-    if not os.path.isdir(input_folder):
-        raise FileNotFoundError(f"input folder {input_folder} does not exist")
-    cases = create_lists_from_splitted_dataset_folder(input_folder, ds.file_ending)
-    if not cases:
-        raise FileNotFoundError(f"no images ending in {ds.file_ending} in {input_folder}")
+    cases = _input_cases(input_folder, ds.file_ending)
     atlases = [(sitk.ReadImage(d["images"][0], sitk.sitkFloat32), sitk.ReadImage(d["label"]))
                for d in ds.labelled.values()]
-    num_classes = max(v for v in ds.label_values) + 1
+    num_classes = max(ds.label_values) + 1
     os.makedirs(output_folder, exist_ok=True)
     seconds = {}
-    for i, files in enumerate(cases):
-        case = os.path.basename(files[0])[:-len(ds.file_ending) - 5]
+    for i, (case, files) in enumerate(cases):
         t0 = time.time()
         seg = propagate_labels(sitk.ReadImage(files[0], sitk.sitkFloat32), atlases, num_classes)
         sitk.WriteImage(seg, join(output_folder, case + ds.file_ending), True)

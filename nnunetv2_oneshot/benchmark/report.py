@@ -102,14 +102,10 @@ def goals(methods: Dict[str, dict], cost: Optional[dict]) -> dict:
             rec = gain / span if span > 0 else float("nan")
             g["recovered_fraction"] = {"value": rec, "goal": GOALS["recovered_fraction"],
                                        "met": bool(rec >= GOALS["recovered_fraction"])}
-    if OURS in methods and PROPAGATION in methods:
-        gain = methods[OURS]["dice_mean"] - methods[PROPAGATION]["dice_mean"]
-        g["dice_gain_vs_propagation"] = {"value": gain, "goal": GOALS["dice_gain_vs_propagation"],
-                                         "met": gain >= GOALS["dice_gain_vs_propagation"]}
-    if OURS in methods and REGISTRATION in methods:
-        gain = methods[OURS]["dice_mean"] - methods[REGISTRATION]["dice_mean"]
-        g["dice_gain_vs_atlas_registration"] = {"value": gain, "goal": GOALS["dice_gain_vs_atlas_registration"],
-                                                "met": gain >= GOALS["dice_gain_vs_atlas_registration"]}
+    for ref, key in ((PROPAGATION, "dice_gain_vs_propagation"), (REGISTRATION, "dice_gain_vs_atlas_registration")):
+        if OURS in methods and ref in methods:
+            gain = methods[OURS]["dice_mean"] - methods[ref]["dice_mean"]
+            g[key] = {"value": gain, "goal": GOALS[key], "met": gain >= GOALS[key]}
     if cost:
         r = cost["train_iter_time_ratio_vs_nnUNetTrainer"]
         g["train_iter_time_ratio"] = {"value": r, "goal": GOALS["train_iter_time_ratio"],

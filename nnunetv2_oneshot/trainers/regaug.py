@@ -312,31 +312,25 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
     @torch.no_grad()
     def compute_flows(self) -> Dict[Tuple[str, str], np.ndarray]:
         d = self.oneshot_data
-        if self.registration_backend == "classical":
-            return self._classical_flows()
-        self.registration_net.eval()
-        flows, folds = {}, []
-        for a, (img, _) in d["atlases"].items():
-            moving = torch.from_numpy(img[None]).to(self.device)
-            for s, target in d["subjects"].items():
-                flow = self.registration_net(moving, torch.from_numpy(target[None]).to(self.device))
-                folds.append(folding_fraction(flow))
-                flows[(a, s)] = flow[0].float().cpu().numpy()
-        self.print_to_log_file(f"Flows for {len(flows)} pairs; mean folding (non-positive Jacobian determinant) "
-                               f"{np.mean(folds):.4%} of voxels")
-        return flows
-
-    def _classical_flows(self) -> Dict[Tuple[str, str], np.ndarray]:
-        from nnunetv2_oneshot.registration.classical import classical_flow
-        d, spacing = self.oneshot_data, self.configuration_manager.spacing
-        flows, folds = {}, []
-        pairs = [(a, s) for a in sorted(d["atlases"]) for s in sorted(d["subjects"])]
-        t0 = time.time()
+        classical = self.registration_backend == "classical"
+        if classical:
+            from nnunetv2_oneshot.registration.classical import classical_flow
+        else:
+            self.registration_net.eval()
+        flows, folds, t0 = {}, [], time.time()
+        pairs = [(a, s) for a in d["atlases"] for s in d["subjects"]]
         for i, (a, s) in enumerate(pairs):
-            flows[(a, s)] = classical_flow(d["atlases"][a][0], d["subjects"][s], spacing)
-            folds.append(folding_fraction(torch.from_numpy(flows[(a, s)])[None]))
-            self.print_to_log_file(f"classical registration {i + 1}/{len(pairs)} ({a} -> {s}): folding "
-                                   f"{folds[-1]:.4%}, {(time.time() - t0) / (i + 1):.1f} s/pair")
+            moving, fixed = d["atlases"][a][0], d["subjects"][s]
+            if classical:  # SimpleITK on the first channel, in the plans' voxel spacing (seconds per pair)
+                flow = torch.from_numpy(classical_flow(moving, fixed, self.configuration_manager.spacing))[None]
+            else:
+                flow = self.registration_net(torch.from_numpy(moving[None]).to(self.device),
+                                             torch.from_numpy(fixed[None]).to(self.device))
+            folds.append(folding_fraction(flow))
+            flows[(a, s)] = flow[0].float().cpu().numpy()
+            if classical:
+                self.print_to_log_file(f"classical registration {i + 1}/{len(pairs)} ({a} -> {s}): folding "
+                                       f"{folds[-1]:.4%}, {(time.time() - t0) / (i + 1):.1f} s/pair")
         self.print_to_log_file(f"Flows for {len(flows)} pairs; mean folding (non-positive Jacobian determinant) "
                                f"{np.mean(folds):.4%} of voxels")
         return flows
