@@ -181,6 +181,29 @@ def test_report_only_reports_finished_pairs_and_trains_nothing(bench):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_score_records_alone_make_the_report_again(bench, tmp_path):
+    """Models and predictions are too large to keep; config.json and the score records are what a results
+    folder commits, and from them alone --report-only gives the same results, curves and convergence."""
+    root, env, out, _ = bench
+    rec = json.loads((out / "seed0" / "scores" / "nnUNetTrainer_all_labels.json").read_text())
+    assert len(rec["curves"]["ema_fg_dice"]) == len(rec["curves"]["train_losses"]) == 2  # --epochs 2
+    assert "curves" not in json.loads((out / "seed0" / "scores" / "atlas_registration.json").read_text())
+    kept = tmp_path / "kept"
+    shutil.copytree(out / "seed0" / "scores", kept / "seed0" / "scores")
+    shutil.copy(out / "config.json", kept / "config.json")
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(kept), "--report-only",
+                   "--methods", *METHODS, *TINY], env, root)
+    assert "training" not in log
+    full, again = (json.loads((d / "Dataset901_Toy.json").read_text()) for d in (out, kept))
+    for m in METHODS:
+        for k in ("dice_mean", "pool_dice_mean", "hd95_mean", "train_minutes"):
+            a, b = again["methods"][m][k], full["methods"][m][k]
+            assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6, abs=1e-9), (m, k, a, b)
+    assert again["convergence"] == full["convergence"] and again["convergence"]["seed"] == 0
+    assert (kept / "Dataset901_Toy_curves.png").stat().st_size > 1000
+    assert not (kept / "Dataset901_Toy_overlay.png").exists()  # needs the predictions: left out, not faked
+
+
 def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):
     import torch
     _, _, out, _ = bench
@@ -221,16 +244,17 @@ def test_rerun_resumes_without_training_again(bench):
     ckpt = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \
         "OneShotDistillTrainer__nnUNetPlans__3d_fullres" / "fold_all" / "checkpoint_final.pth"
     before = ckpt.stat().st_mtime_ns
-    # a run scored before pool scores existed gets them on the rerun, without training again
+    # a run scored before pool scores and curves were kept gets them on the rerun, without training again
     score_file = out / "seed0" / "scores" / "OneShotDistillTrainer.json"
     rec = json.loads(score_file.read_text())
-    pool = rec.pop("pool_dice")
+    pool, curves = rec.pop("pool_dice"), rec.pop("curves")
     score_file.write_text(json.dumps(rec))
     log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--methods", *METHODS, *TINY,
                    "--no-cost"], env, root)
     assert log.count("done before") == len(METHODS)
     assert ckpt.stat().st_mtime_ns == before
-    assert json.loads(score_file.read_text())["pool_dice"]["mean"] == pytest.approx(pool["mean"], abs=1e-9)
+    again = json.loads(score_file.read_text())
+    assert again["pool_dice"]["mean"] == pytest.approx(pool["mean"], abs=1e-9) and again["curves"] == curves
 
 
 def test_raw_data_untouched(bench, toy_planned):

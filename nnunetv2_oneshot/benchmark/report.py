@@ -27,8 +27,9 @@ def machine() -> str:
 
 
 def load_scores(bench) -> Dict[str, List[dict]]:
-    """method -> the score records of the seeds that finished. Training time is read again from the model's
-    training logs (all legs of a resumed training; see run.training_seconds) where they are there."""
+    """method -> the score records of the seeds that finished. Training time and curves are read again from
+    the model (all legs of a resumed training; see run.training_seconds) where it is there; without it, e.g.
+    from score records restored into a fresh output folder, the record's own copies count."""
     from nnunetv2_oneshot.benchmark.run import training_seconds
     out = {}
     for m in bench.methods:
@@ -38,9 +39,13 @@ def load_scores(bench) -> Dict[str, List[dict]]:
             if isfile(f):
                 with open(f) as fh:
                     recs.append(json.load(fh))
-                t = training_seconds(bench._model_dir(s, METHODS[m])) if METHODS[m].trainer else None
-                if t:
-                    recs[-1]["train_s"] = t
+                if METHODS[m].trainer:
+                    t = training_seconds(bench._model_dir(s, METHODS[m]))
+                    if t:
+                        recs[-1]["train_s"] = t
+                    c = checkpoint_curves(bench._model_dir(s, METHODS[m]))
+                    if c:
+                        recs[-1]["curves"] = c
         if recs:
             out[m] = recs
     return out
@@ -68,20 +73,27 @@ def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
     return methods
 
 
-def training_curves(bench, seed: int) -> Dict[str, dict]:
-    """nnU-Net's own logged curves (pseudo Dice EMA, train loss) from each model's final checkpoint."""
+def checkpoint_curves(model_dir: str) -> Optional[dict]:
+    """nnU-Net's own logged curves (pseudo Dice EMA, train loss) from a model's final checkpoint; None without
+    one. Kept in the score record too, so the report can be made again when the models are gone."""
     import torch
-    curves = {}
-    for m in bench.methods:
-        method = METHODS[m]
-        if method.trainer is None:
-            continue
-        f = join(bench._model_dir(seed, method), "checkpoint_final.pth")
-        if isfile(f):
-            log = torch.load(f, map_location="cpu", weights_only=False)["logging"]
-            curves[m] = {"ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
-                         "train_losses": [float(v) for v in log["train_losses"]]}
-    return curves
+    f = join(model_dir, "checkpoint_final.pth")
+    if not isfile(f):
+        return None
+    log = torch.load(f, map_location="cpu", weights_only=False)["logging"]
+    return {"ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
+            "train_losses": [float(v) for v in log["train_losses"]]}
+
+
+def training_curves(scores: Dict[str, List[dict]], seeds: List[int]) -> tuple:
+    """(seed, method -> curves) for the first of ``seeds`` with any curves in its score records; (None, {})
+    if none has."""
+    for seed in seeds:
+        curves = {m: r["curves"] for m, recs in scores.items() for r in recs
+                  if r.get("seed") == seed and r.get("curves")}
+        if curves:
+            return seed, curves
+    return None, {}
 
 
 def convergence(curve: List[float], tail: float = 0.2, tol: float = 0.02) -> dict:
@@ -259,7 +271,8 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
                           "both have."]
     if res.get("convergence"):
         c = res["convergence"]
-        lines += ["", f"Convergence of the upper bound ({UPPER}, seed {res['seeds'][0]}): pseudo-Dice EMA changed "
+        seed = c.get("seed", res["seeds"][0])
+        lines += ["", f"Convergence of the upper bound ({UPPER}, seed {seed}): pseudo-Dice EMA changed "
                       f"by {c['ema_pseudo_dice_change']:+.3f} over the last {int(c['last_fraction'] * 100)}% of "
                       f"the epochs -> {'flat' if c['flat'] else 'NOT flat: the budget is too short'}."]
     if res.get("registration"):
@@ -295,16 +308,16 @@ def write(bench, cost: Optional[dict]) -> dict:
            "plans": bench.plans, "split": cfg["split"], "methods": methods, "cost": cost,
            "registration": registration, "goals": goals(methods, cost), "headroom": headroom(methods),
            "paired": paired(methods)}
-    curves = training_curves(bench, bench.seeds[0])
+    curve_seed, curves = training_curves(scores, bench.seeds)
     if UPPER in curves:
-        res["convergence"] = convergence(curves[UPPER]["ema_fg_dice"])
+        res["convergence"] = dict(convergence(curves[UPPER]["ema_fg_dice"]), seed=curve_seed)
     files = {}
     bar = join(bench.out, f"{bench.name}_dice.png")
     bar_plot(methods, bar, f"{bench.name}: Dice per structure on the test cases (mean over seeds)")
     files["Dice per structure"] = bar
     if curves:
         f = join(bench.out, f"{bench.name}_curves.png")
-        curves_plot(curves, f, f"{bench.name}: nnU-Net's pseudo Dice (EMA) per epoch, seed {bench.seeds[0]}")
+        curves_plot(curves, f, f"{bench.name}: nnU-Net's pseudo Dice (EMA) per epoch, seed {curve_seed}")
         files["training curves"] = f
     ref = join(bench.raw, "labelsTs")
     case = sorted(x for x in os.listdir(ref) if x.endswith(bench.ds.file_ending))[0]

@@ -30,6 +30,7 @@ from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
+from nnunetv2_oneshot.benchmark.report import checkpoint_curves
 from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
 from nnunetv2_oneshot.process import bin_path as _bin, run_logged
 
@@ -357,6 +358,11 @@ class Benchmark:
                 if "pool_dice" not in rec:  # scored before pool scores existed: add them
                     rec["pool_dice"] = self.pool_score(seed, name, reg_source)
                     self._write_json(score_file, rec)
+                curves = None if "curves" in rec or not METHODS[name].trainer else \
+                    checkpoint_curves(self._model_dir(seed, METHODS[name]))
+                if curves:  # scored before records kept them, and the model is still here
+                    rec["curves"] = curves
+                    self._write_json(score_file, rec)
                 _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
                 continue
             _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
@@ -364,6 +370,8 @@ class Benchmark:
             try:
                 if METHODS[name].trainer is not None:
                     rec["train_s"] = self.train(seed, name, reg_source)
+                    # the record carries what the report needs, so it can be made again without the models
+                    rec["curves"] = checkpoint_curves(self._model_dir(seed, METHODS[name]))
                 rec["predict_s"] = self.predict(seed, name, reg_source)
             except Exception as e:  # said at once: with --jobs the other seeds run on before it is raised
                 _say(f"[seed {seed}] {name} failed: {e}")
