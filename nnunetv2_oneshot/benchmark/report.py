@@ -27,9 +27,10 @@ def machine() -> str:
 
 
 def load_scores(bench) -> Dict[str, List[dict]]:
-    """method -> the score records of the seeds that finished. Training time and curves are read again from
-    the model (all legs of a resumed training; see run.training_seconds) where it is there; without it, e.g.
-    from score records restored into a fresh output folder, the record's own copies count."""
+    """method -> the score records of the seeds that finished. Training time is read again from the model's
+    logs (all legs of a resumed training; see run.training_seconds) where they are there; without them, e.g.
+    from score records restored into a fresh output folder, the record's own copy counts. Curves come from
+    the record; from the model's checkpoint only for a record scored before records kept them."""
     from nnunetv2_oneshot.benchmark.run import training_seconds
     out = {}
     for m in bench.methods:
@@ -43,9 +44,8 @@ def load_scores(bench) -> Dict[str, List[dict]]:
                     t = training_seconds(bench._model_dir(s, METHODS[m]))
                     if t:
                         recs[-1]["train_s"] = t
-                    c = checkpoint_curves(bench._model_dir(s, METHODS[m]))
-                    if c:
-                        recs[-1]["curves"] = c
+                    if not recs[-1].get("curves"):  # a checkpoint is large: loaded only when needed
+                        recs[-1]["curves"] = checkpoint_curves(bench._model_dir(s, METHODS[m]))
         if recs:
             out[m] = recs
     return out
