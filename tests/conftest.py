@@ -5,6 +5,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 # tests import helpers (toy_data) from this folder
 sys.path.insert(0, os.path.dirname(__file__))
@@ -12,6 +13,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from toy_data import make_toy_dataset  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
+
+# CPU always; CUDA too where torch sees a GPU (CI has none: the CUDA cases run on a GPU machine,
+# benchmarks/cuda_check.sh), so the nnU-Net-free modules are checked on the device users train on
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
 
 
 def run_cmd(cmd, env, cwd):

@@ -29,10 +29,10 @@ def test_scale_invariant_and_bounded():
     assert 0 <= a <= 2
 
 
-def test_hint_gradient_reaches_student_not_teacher():
-    student, teacher = _unet(3, True), _unet(1, False)
+def test_hint_gradient_reaches_student_not_teacher(device):
+    student, teacher = _unet(3, True).to(device), _unet(1, False).to(device)
     s_tap, t_tap = DecoderFeatureTap(student), DecoderFeatureTap(teacher)
-    x = torch.randn(2, 1, 8, 12, 12)
+    x = torch.randn(2, 1, 8, 12, 12, device=device)
     student(x)
     teacher(x)
     CosineHintLoss()(s_tap.features, t_tap.features).backward()

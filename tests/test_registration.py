@@ -50,9 +50,9 @@ def labels_volume(shape, seed=0):
 # ---------------------------------------------------------------------------------------- warping
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_zero_flow_is_identity(shape, mode):
-    img = torch.rand(2, 3, *shape)
-    flow = torch.zeros(2, 3, *shape)
+def test_zero_flow_is_identity(shape, mode, device):
+    img = torch.rand(2, 3, *shape, device=device)
+    flow = torch.zeros(2, 3, *shape, device=device)
     torch.testing.assert_close(warp(img, flow, mode=mode), img, atol=1e-5, rtol=0)
     torch.testing.assert_close(SpatialTransformer(mode)(img, flow), img, atol=1e-5, rtol=0)
 
@@ -60,9 +60,9 @@ def test_zero_flow_is_identity(shape, mode):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.int32])
-def test_warp_labels_zero_flow_identity(shape, mode, dtype):
-    lab = labels_volume(shape).to(dtype)
-    out = warp_labels(lab, torch.zeros(1, 3, *shape), mode=mode)
+def test_warp_labels_zero_flow_identity(shape, mode, dtype, device):
+    lab = labels_volume(shape).to(device, dtype)
+    out = warp_labels(lab, torch.zeros(1, 3, *shape, device=device), mode=mode)
     assert out.dtype == dtype
     assert torch.equal(out, lab)
 
@@ -70,10 +70,10 @@ def test_warp_labels_zero_flow_identity(shape, mode, dtype):
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("shift", [2, -3])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_constant_flow_equals_roll(axis, shift, mode):
+def test_constant_flow_equals_roll(axis, shift, mode, device):
     shape = (16, 18, 20)
-    img = blob(shape, (7.5, 8.5, 9.5), sigma=3.0)
-    flow = torch.zeros(1, 3, *shape)
+    img = blob(shape, (7.5, 8.5, 9.5), sigma=3.0).to(device)
+    flow = torch.zeros(1, 3, *shape, device=device)
     flow[:, axis] = shift
     out = warp(img, flow, mode=mode)
     # warp(img, s)(x) = img(x + s) = roll(img, -s)(x) away from the wrapped border
@@ -99,10 +99,10 @@ def test_spatial_transformer_cache_follows_shape_and_is_not_persistent():
 
 @pytest.mark.parametrize("num_classes", [None, 6])
 @pytest.mark.parametrize("chunk_size", [1, 16])
-def test_warp_labels_preserves_label_set(num_classes, chunk_size):
+def test_warp_labels_preserves_label_set(num_classes, chunk_size, device):
     shape = (16, 16, 16)
-    lab = labels_volume(shape).to(torch.int32)
-    flow = random_smooth_flow(shape, 2.0, 3, torch.Generator().manual_seed(3))
+    lab = labels_volume(shape).to(device, torch.int32)
+    flow = random_smooth_flow(shape, 2.0, 3, torch.Generator().manual_seed(3)).to(device)
     out = warp_labels(lab, flow, num_classes=num_classes, chunk_size=chunk_size)
     assert out.dtype == torch.int32 and out.shape == lab.shape
     assert set(out.unique().tolist()) == set(lab.unique().tolist())
@@ -194,15 +194,15 @@ def test_random_smooth_flow_deterministic_and_scaled():
 
 # ----------------------------------------------------------------------------------------- losses
 @pytest.mark.parametrize("channels", [1, 2])
-def test_local_ncc_self_minimum_and_ordering(channels):
+def test_local_ncc_self_minimum_and_ordering(channels, device):
     shape = (16, 16, 16)
-    img = smooth_texture(shape, seed=0, batch=2, channels=channels)
+    img = smooth_texture(shape, seed=0, batch=2, channels=channels).to(device)
     ncc = LocalNCCLoss(window=5)
     self_loss = ncc(img, img)
     assert self_loss.ndim == 0
     assert self_loss.item() == pytest.approx(-1.0, abs=2e-3)
     shifted = torch.roll(img, shifts=2, dims=3)
-    noisy = img + 0.5 * torch.randn(img.shape, generator=torch.Generator().manual_seed(1))
+    noisy = img + 0.5 * torch.randn(img.shape, generator=torch.Generator().manual_seed(1)).to(device)
     assert ncc(img, shifted) > self_loss + 0.1
     assert ncc(img, noisy) > self_loss + 0.05
 
@@ -326,11 +326,11 @@ def test_registration_net_bad_config_raises():
 
 
 @pytest.mark.parametrize("integrate_steps", [0, 4])
-def test_registration_net_gradients_reach_all_parameters(integrate_steps):
+def test_registration_net_gradients_reach_all_parameters(integrate_steps, device):
     shape = (16, 16, 16)
-    net = RegistrationNet(**CPU_NET, integrate_steps=integrate_steps)
-    fixed = blob(shape, (7.5, 7.5, 7.5), 3.0) + 0.1 * smooth_texture(shape)
-    moving = blob(shape, (9.5, 7.5, 6.5), 3.0) + 0.1 * smooth_texture(shape, seed=1)
+    net = RegistrationNet(**CPU_NET, integrate_steps=integrate_steps).to(device)
+    fixed = (blob(shape, (7.5, 7.5, 7.5), 3.0) + 0.1 * smooth_texture(shape)).to(device)
+    moving = (blob(shape, (9.5, 7.5, 6.5), 3.0) + 0.1 * smooth_texture(shape, seed=1)).to(device)
     flow = net(moving, fixed)
     loss = LocalNCCLoss(5)(warp(moving, flow), fixed) + 0.1 * GradientSmoothnessLoss()(flow)
     loss.backward()

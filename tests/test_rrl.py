@@ -29,9 +29,9 @@ def make_net(deep_supervision=False, auto_prompt=True, classes=3, features=(4, 8
 
 
 @pytest.mark.parametrize("deep_supervision", [False, True])
-def test_rrlnet_shapes(deep_supervision):
-    net = make_net(deep_supervision)
-    x = torch.randn(2, 1, 16, 16, 8)
+def test_rrlnet_shapes(deep_supervision, device):
+    net = make_net(deep_supervision).to(device)
+    x = torch.randn(2, 1, 16, 16, 8, device=device)
     out = net.forward_all(x)
     if deep_supervision:
         assert [tuple(o.shape) for o in out["medical"]] == [(2, 3, 16, 16, 8), (2, 3, 8, 8, 4)]
