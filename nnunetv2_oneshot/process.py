@@ -3,6 +3,7 @@ output kept in a log and chosen lines echoed as progress (shared by the demo and
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,8 +15,10 @@ class CommandFailed(RuntimeError):
 
 
 def bin_path(name: str) -> str:
-    """A console script of this environment (nnUNetv2_train, nnunetv2-oneshot, ...)."""
-    return os.path.join(os.path.dirname(sys.executable), name)
+    """A console script of this environment (nnUNetv2_train, nnunetv2-oneshot, ...): beside the interpreter
+    (a venv or conda env), else the one on PATH (``pip install --user`` puts scripts in ~/.local/bin)."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.isfile(here) else (shutil.which(name) or here)
 
 
 def run_logged(cmd: List[str], env: dict, log_file: str, echo: Optional[Callable[[str], None]] = None,

@@ -100,3 +100,21 @@ def test_validate_without_nnUNet_raw_says_so_in_one_line(tmp_path):
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("error:") and "nnUNet_raw is not set" in err
+
+
+@pytest.mark.parametrize("beside, on_path, expected", [(True, True, "beside"), (False, True, "on_path"),
+                                                        (False, False, "beside")])
+def test_console_scripts_found_beside_the_interpreter_else_on_path(tmp_path, monkeypatch, beside, on_path, expected):
+    """pip install --user puts the scripts in ~/.local/bin, not beside /usr/bin/python3: the demo and the
+    benchmark must still find nnUNetv2_train there."""
+    from nnunetv2_oneshot.process import bin_path
+    folders = {"beside": tmp_path / "env" / "bin", "on_path": tmp_path / "user" / "bin"}
+    for key, present in (("beside", beside), ("on_path", on_path)):
+        folders[key].mkdir(parents=True)
+        if present:
+            script = folders[key] / "nnUNetv2_train"
+            script.write_text("#!/bin/sh\n")
+            script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(folders["beside"] / "python3"))
+    monkeypatch.setenv("PATH", str(folders["on_path"]))
+    assert bin_path("nnUNetv2_train") == str(folders[expected] / "nnUNetv2_train")
