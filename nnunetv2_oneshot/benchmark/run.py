@@ -355,13 +355,14 @@ class Benchmark:
             if isfile(score_file):
                 with open(score_file) as f:
                     rec = json.load(f)
+                before = dict(rec)
                 if "pool_dice" not in rec:  # scored before pool scores existed: add them
                     rec["pool_dice"] = self.pool_score(seed, name, reg_source)
-                    self._write_json(score_file, rec)
-                curves = None if "curves" in rec or not METHODS[name].trainer else \
-                    checkpoint_curves(self._model_dir(seed, METHODS[name]))
-                if curves:  # scored before records kept them, and the model is still here
-                    rec["curves"] = curves
+                if METHODS[name].trainer and not rec.get("curves"):  # scored before records kept curves
+                    curves = checkpoint_curves(self._model_dir(seed, METHODS[name]))
+                    if curves:  # the model is still here
+                        rec["curves"] = curves
+                if rec != before:
                     self._write_json(score_file, rec)
                 _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
                 continue
