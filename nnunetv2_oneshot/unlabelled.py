@@ -50,25 +50,45 @@ def preprocess_unlabelled(cases: Dict[str, List[str]], plans_manager, configurat
     """
     out = unlabelled_preprocessed_folder(preprocessed_dataset_folder)
     fp = _fingerprint(plans_manager.plans, configuration, dataset_json, cases)
-    fp_file = join(out, FINGERPRINT_FILE)
-    if isfile(fp_file):
-        with open(fp_file) as f:
-            if json.load(f).get("fingerprint") == fp and all(isfile(join(out, c + ".npy")) for c in cases):
-                if verbose:
-                    log(f"Unlabelled images: using {len(cases)} cached preprocessed cases in {out}")
-                return out
-    if isdir(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    if _cache_valid(out, fp, cases):
+        if verbose:
+            log(f"Unlabelled images: using {len(cases)} cached preprocessed cases in {out}")
+        return out
+    # built beside the cache and moved in whole: trainings started side by side (folds, seeds) each build
+    # one, none reads a half-written cache, and the first to finish wins
+    tmp = f"{out}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
     for i, case in enumerate(sorted(cases)):
         data, _, props = preprocessor.run_case(cases[case], None, plans_manager, configuration_manager, dataset_json)
-        np.save(join(out, case + ".npy"), data.astype(np.float32))
+        np.save(join(tmp, case + ".npy"), data.astype(np.float32))
         if verbose:
             log(f"Preprocessing unlabelled image {i + 1}/{len(cases)}: {case} -> shape {tuple(data.shape[1:])}")
-    with open(fp_file, "w") as f:
+    with open(join(tmp, FINGERPRINT_FILE), "w") as f:
         json.dump({"fingerprint": fp, "cases": sorted(cases)}, f, indent=1)
+    if not _cache_valid(out, fp, cases):  # else another process finished first: keep its cache
+        if isdir(out):  # stale: moved aside first, so the name is free at once
+            old = f"{out}.old{os.getpid()}"
+            try:
+                os.rename(out, old)
+                shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process moved its cache in meanwhile
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _cache_valid(out: str, fp: str, cases: Dict[str, List[str]]) -> bool:
+    fp_file = join(out, FINGERPRINT_FILE)
+    if not isfile(fp_file):
+        return False
+    with open(fp_file) as f:
+        return json.load(f).get("fingerprint") == fp and all(isfile(join(out, c + ".npy")) for c in cases)
 
 
 def load_unlabelled(folder: str, cases: List[str]) -> Dict[str, np.ndarray]:

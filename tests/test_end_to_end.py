@@ -121,6 +121,52 @@ def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path)
     assert shape2[1] < shape1[1]
 
 
+def test_unlabelled_cache_built_by_another_training_meanwhile_is_kept_whole(workdir, tmp_path):
+    """Trainings started side by side (folds, seeds) each build the cache; one that finishes second keeps
+    the first one's whole cache instead of deleting it under the other's feet, and leaves nothing behind."""
+    import shutil
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
+    from nnunetv2_oneshot.validation import validate_oneshot_dataset
+    root, _, _ = workdir
+    plans_file = root / "pre" / "Dataset901_Toy" / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        pytest.skip("needs the plans made by test_stock_plan_train_predict_evaluate")
+    ds = validate_oneshot_dataset(str(root / "raw" / "Dataset901_Toy"))
+    pm = PlansManager(str(plans_file))
+    cm = pm.get_configuration("3d_fullres")
+    kw = dict(configuration="3d_fullres", dataset_json=ds.dataset_json, verbose=False)
+    other = preprocess_unlabelled(ds.unlabelled, pm, cm, preprocessed_dataset_folder=str(tmp_path / "a"), **kw)
+    (tmp_path / "a_unlabelled" / "built_by_the_other.txt").write_text("")
+    out = tmp_path / "b_unlabelled"
+
+    class OtherFinishesFirst:  # the configuration, except that the other training's cache lands meanwhile
+        def __getattr__(self, k):
+            return getattr(cm, k)
+
+        @property
+        def preprocessor_class(self):
+            def make(verbose=False):
+                real = cm.preprocessor_class(verbose=verbose)
+
+                class P:
+                    def run_case(self, *a):
+                        if not out.exists():
+                            shutil.copytree(other, out)
+                        return real.run_case(a[0], a[1], a[2], cm, a[4])
+                return P()
+            return make
+
+    folder = preprocess_unlabelled(ds.unlabelled, pm, OtherFinishesFirst(), preprocessed_dataset_folder=str(tmp_path / "b"),
+                                   **kw)
+    assert folder == str(out) and (out / "built_by_the_other.txt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_unlabelled", "b_unlabelled"]  # no .tmp/.old left
+    log = []
+    preprocess_unlabelled(ds.unlabelled, pm, cm, preprocessed_dataset_folder=str(tmp_path / "b"),
+                          **dict(kw, verbose=True), log=log.append)
+    assert log and log[0].startswith("Unlabelled images: using")  # the kept cache is a valid one
+
+
 def test_fold_0_and_fold_all_train_on_the_labelled_case_and_validate_on_it(workdir):
     root, env, _ = workdir
     code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
