@@ -190,11 +190,18 @@ def test_score_records_alone_make_the_report_again(bench, tmp_path):
     assert "curves" not in json.loads((out / "seed0" / "scores" / "atlas_registration.json").read_text())
     kept = tmp_path / "kept"
     shutil.copytree(out / "seed0" / "scores", kept / "seed0" / "scores")
-    shutil.copy(out / "config.json", kept / "config.json")
-    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(kept), "--report-only",
+    # as if the run had been on a GPU machine: its report is made again here, where there may be no GPU
+    cfg = json.loads((out / "config.json").read_text())
+    (kept / "config.json").write_text(json.dumps(dict(cfg, device="cuda")))
+    for f in (kept / "seed0" / "scores").glob("*.json"):
+        r = json.loads(f.read_text())
+        assert r["machine"]  # each record says where it was scored
+        f.write_text(json.dumps(dict(r, machine="a GPU machine")))
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(kept), "--report-only", "-device", "cuda",
                    "--methods", *METHODS, *TINY], env, root)
     assert "training" not in log
     full, again = (json.loads((d / "Dataset901_Toy.json").read_text()) for d in (out, kept))
+    assert again["machine"] == "a GPU machine" and full["machine"] == r["machine"] != again["machine"]
     for m in METHODS:
         for k in ("dice_mean", "pool_dice_mean", "hd95_mean", "train_minutes"):
             a, b = again["methods"][m][k], full["methods"][m][k]

@@ -26,6 +26,19 @@ def machine() -> str:
     return f"{platform.system()} {cpu}{gpu}, torch {torch.__version__}"
 
 
+def machines(scores: Dict[str, List[dict]]) -> str:
+    """The machine(s) the reported pairs were scored on, as their records say, so that a report made again
+    elsewhere (``--report-only`` on a laptop for a GPU run) names where the numbers came from. Records
+    written before they kept it count as made here."""
+    seen = []
+    for recs in scores.values():
+        for r in recs:
+            m = r.get("machine") or machine()
+            if m not in seen:
+                seen.append(m)
+    return "; ".join(seen)
+
+
 def load_scores(bench) -> Dict[str, List[dict]]:
     """method -> the score records of the seeds that finished. Training time is read again from the model's
     logs (all legs of a resumed training; see run.training_seconds) where they are there; without them, e.g.
@@ -304,7 +317,7 @@ def write(bench, cost: Optional[dict]) -> dict:
                         "folding_fraction": float(np.mean([r["folding_fraction"] for r in regs])),
                         "source": regs[0]["source"]}
     cfg = bench.config()
-    res = {"dataset": bench.name, "budget": bench.budget, "seeds": bench.seeds, "machine": machine(),
+    res = {"dataset": bench.name, "budget": bench.budget, "seeds": bench.seeds, "machine": machines(scores),
            "plans": bench.plans, "split": cfg["split"], "methods": methods, "cost": cost,
            "registration": registration, "goals": goals(methods, cost), "headroom": headroom(methods),
            "paired": paired(methods)}

@@ -30,7 +30,7 @@ from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
-from nnunetv2_oneshot.benchmark.report import checkpoint_curves
+from nnunetv2_oneshot.benchmark.report import checkpoint_curves, machine
 from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
 from nnunetv2_oneshot.process import bin_path as _bin, run_logged
 
@@ -134,7 +134,7 @@ class Benchmark:
                                      f"labels must be named like the unlabelled cases)")
         if device not in ("cpu", "cuda"):
             raise BenchmarkError(f"device must be cpu or cuda, got {device!r}")
-        if device == "cuda":
+        if device == "cuda" and not report_only:  # a report needs no GPU: its numbers are in the records
             import torch
             if not torch.cuda.is_available():
                 raise BenchmarkError("--device cuda, but torch sees no CUDA device here")
@@ -367,7 +367,7 @@ class Benchmark:
                 _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: done before")
                 continue
             _say(f"[seed {seed}] {i + 1}/{len(todo)} {name}: {METHODS[name].description}")
-            rec = {"method": name, "seed": seed}
+            rec = {"method": name, "seed": seed, "machine": machine()}
             try:
                 if METHODS[name].trainer is not None:
                     rec["train_s"] = self.train(seed, name, reg_source)
