@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The benchmark on one GPU with every trained row at once: one `nnunetv2-oneshot benchmark` per method
+# group, each running its seeds side by side (--jobs), all on the same GPU. Data loading and augmentation
+# (on the CPU) bound the speed of these small networks, so the rows share the cores; the upper bound runs
+# niced so that the rows that make the comparison finish first when the cores are short.
+#   bash benchmarks/gpu_benchmark.sh start B           launch in B (detached: it outlives this shell)
+#   bash benchmarks/gpu_benchmark.sh wait B OUT SECS   wait up to SECS, then report what has finished and
+#                                                      pack config, score records, logs and report into OUT
+# Either again resumes (the benchmark skips scored pairs and resumes trainings from their checkpoints).
+# Env: DATASET (990), SEEDS ("0 1 2"), EPOCHS (160), and nnU-Net's nnUNet_raw/_preprocessed/_results.
+set -uo pipefail
+mode=${1:?usage: gpu_benchmark.sh start B | wait B OUT SECONDS}; B=$(realpath -m "${2:?benchmark folder}")
+DATASET=${DATASET:-990}; SEEDS=${SEEDS:-"0 1 2"}; EPOCHS=${EPOCHS:-160}
+GROUPS_=("OneShotDistillTrainer atlas_propagation" "nnUNetTrainer_1label" "nnUNetTrainer_all_labels")
+common=(benchmark "$DATASET" -o "$B" --seeds $SEEDS --jobs 3 --epochs "$EPOCHS" -device cuda --no-cost)
+# the GPU does the arithmetic: one torch thread per process; no torch.compile (minutes of CPU per process)
+export OMP_NUM_THREADS=1 nnUNet_compile=${nnUNet_compile:-f} PYTHONUNBUFFERED=1
+export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2} nnUNet_def_n_proc=${nnUNet_def_n_proc:-2}
+mkdir -p "$B/logs"
+
+running() { local f; for f in "$B"/logs/group*.pid; do [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0; done; return 1; }
+
+if [ "$mode" = start ]; then
+    if running; then echo "already running in $B"; exit 0; fi
+    for i in "${!GROUPS_[@]}"; do
+        nice_=(); [[ ${GROUPS_[$i]} == *all_labels* ]] && nice_=(nice -n 10)
+        setsid "${nice_[@]}" nnunetv2-oneshot "${common[@]}" --methods ${GROUPS_[$i]} \
+            > "$B/logs/group$i.out" 2>&1 < /dev/null &
+        echo $! > "$B/logs/group$i.pid"
+        echo "started ${GROUPS_[$i]} (pid $!), output in $B/logs/group$i.out"
+        sleep 15  # each run writes config.json once at its start; the next one reads it to check it matches
+    done
+    exit 0
+fi
+
+[ "$mode" = wait ] || { echo "unknown mode $mode"; exit 2; }
+OUT=$(realpath -m "${3:?OUT}"); SECS=${4:?SECONDS}; end=$((SECONDS + SECS)); mkdir -p "$OUT"
+while running && [ $SECONDS -lt $end ]; do
+    sleep 30
+    scored=$(ls "$B"/seed*/scores/*.json 2>/dev/null | wc -l)
+    epochs=$(for f in "$B"/logs/train_seed*.log; do [ -f "$f" ] && printf '%s:%s ' \
+        "$(basename "$f" .log | sed 's/train_//')" "$(grep -c 'Epoch time' "$f")"; done)
+    echo "$(date -u +%T) scored $scored; epochs $epochs"
+done
+running && echo "still running after $SECS s" || echo "all groups finished"
+grep -h "failed\|Error\|error:" "$B"/logs/group*.out | tail -n 5
+all_methods=$(echo "${GROUPS_[@]}")
+nnunetv2-oneshot benchmark "$DATASET" -o "$B" --seeds $SEEDS --epochs "$EPOCHS" -device cuda --no-cost \
+    --report-only --methods $all_methods 2>&1 | tail -n 20
+(cd "$B" && tar czf "$OUT/gpu_benchmark.tar.gz" config.json seed*/scores logs/*.out logs/*.log \
+    $(ls *.json *.md *.png 2>/dev/null | grep -v config.json))
