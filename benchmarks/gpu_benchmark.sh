@@ -7,12 +7,14 @@
 #   bash benchmarks/gpu_benchmark.sh wait B OUT SECS   wait up to SECS, then report what has finished and
 #                                                      pack config, score records, logs and report into OUT
 # Either again resumes (the benchmark skips scored pairs and resumes trainings from their checkpoints).
-# Env: DATASET (990), SEEDS ("0 1 2"), EPOCHS (160), and nnU-Net's nnUNet_raw/_preprocessed/_results.
+# Env: DATASET (990), SEEDS ("0 1 2"), EPOCHS (160), METHOD_GROUPS (';'-separated, one process each),
+# BENCH_ARGS (more benchmark options, e.g. "--registration-iterations 300"), and nnU-Net's nnUNet_raw,
+# nnUNet_preprocessed (the dataset planned with `nnunetv2-oneshot plan ID --cpu`), nnUNet_results.
 set -uo pipefail
 mode=${1:?usage: gpu_benchmark.sh start B | wait B OUT SECONDS}; B=$(realpath -m "${2:?benchmark folder}")
 DATASET=${DATASET:-990}; SEEDS=${SEEDS:-"0 1 2"}; EPOCHS=${EPOCHS:-160}
-GROUPS_=("OneShotDistillTrainer atlas_propagation" "nnUNetTrainer_1label" "nnUNetTrainer_all_labels")
-common=(benchmark "$DATASET" -o "$B" --seeds $SEEDS --jobs 3 --epochs "$EPOCHS" -device cuda --no-cost)
+IFS=';' read -r -a GROUPS_ <<< "${METHOD_GROUPS:-OneShotDistillTrainer atlas_propagation;nnUNetTrainer_1label;nnUNetTrainer_all_labels}"
+common=(benchmark "$DATASET" -o "$B" --seeds $SEEDS --jobs 3 --epochs "$EPOCHS" -device cuda --no-cost ${BENCH_ARGS:-})
 # the GPU does the arithmetic: one torch thread per process; no torch.compile (minutes of CPU per process)
 export OMP_NUM_THREADS=1 nnUNet_compile=${nnUNet_compile:-f} PYTHONUNBUFFERED=1
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2} nnUNet_def_n_proc=${nnUNet_def_n_proc:-2}
@@ -45,7 +47,6 @@ done
 running && echo "still running after $SECS s" || echo "all groups finished"
 grep -h "failed\|Error\|error:" "$B"/logs/group*.out | tail -n 5
 all_methods=$(echo "${GROUPS_[@]}")
-nnunetv2-oneshot benchmark "$DATASET" -o "$B" --seeds $SEEDS --epochs "$EPOCHS" -device cuda --no-cost \
-    --report-only --methods $all_methods 2>&1 | tail -n 20
-(cd "$B" && tar czf "$OUT/gpu_benchmark.tar.gz" config.json seed*/scores logs/*.out logs/*.log \
-    $(ls *.json *.md *.png 2>/dev/null | grep -v config.json))
+nnunetv2-oneshot "${common[@]}" --report-only --methods $all_methods 2>&1 | tail -n 20
+(cd "$B" && tar czf "$OUT/gpu_benchmark.tar.gz" \
+    $(ls -d config.json seed*/scores logs/*.out logs/*.log *.json *.md *.png 2>/dev/null | sort -u))
