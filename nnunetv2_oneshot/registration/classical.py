@@ -28,7 +28,8 @@ def _affine(fixed: sitk.Image, moving: sitk.Image, iterations: int, seed: int) -
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)  # MI: atlas and target contrasts may differ
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.3, seed)
+    # ITK reads seed 0 as "seed from the wall clock" (sitkWallClock): shifted, so every seed is reproducible
+    reg.SetMetricSamplingPercentage(0.3, int(seed) + 1)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations)
     reg.SetOptimizerScalesFromPhysicalShift()  # rotation/scale/shear and translation on comparable scales
