@@ -223,6 +223,33 @@ def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):
     assert all(torch.equal(v, nets[1][k]) for k, v in nets[0].items())
 
 
+def test_a_run_started_on_a_gpu_machine_is_finished_on_this_one(bench, tmp_path):
+    """A GPU lease can end between a model's training and its scoring: the rerun here, on another device,
+    scores the trained model without training it again, keeps the other records, and the report names both
+    machines."""
+    root, env, out, _ = bench
+    b = tmp_path / "b"
+    shutil.copytree(out, b, ignore=shutil.ignore_patterns("predictions*"))
+    cfg = json.loads((b / "config.json").read_text())
+    (b / "config.json").write_text(json.dumps(dict(cfg, device="cuda")))
+    scores = b / "seed0" / "scores"
+    for f in scores.glob("*.json"):
+        f.write_text(json.dumps(dict(json.loads(f.read_text()), machine="a GPU machine")))
+    (scores / "nnUNetTrainer_1label.json").unlink()  # trained there, not scored
+    model = b / "seed0" / "nnUNet_results" / "Dataset901_Toy" / "nnUNetTrainer_oneshotBaseline__nnUNetPlans__3d_fullres"
+    final = model / "fold_all" / "checkpoint_final.pth"
+    mtime = final.stat().st_mtime_ns
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(b), "--methods", *METHODS, *TINY,
+                   "-device", "cpu", "--no-cost"], env, root)
+    assert "started on cuda, going on on cpu" in log and "trained model found" in log
+    assert "training nnUNetTrainer" not in log and final.stat().st_mtime_ns == mtime
+    rec = json.loads((scores / "nnUNetTrainer_1label.json").read_text())
+    assert rec["machine"] != "a GPU machine" and 0.0 <= rec["dice"]["mean"] <= 1.0
+    assert json.loads((b / "config.json").read_text())["device"] == "cuda"  # where the run was started
+    res = json.loads((b / "Dataset901_Toy.json").read_text())
+    assert res["machine"].split("; ") in (["a GPU machine", rec["machine"]], [rec["machine"], "a GPU machine"])
+
+
 def test_a_rerun_with_other_methods_starts_from_the_seeds_registration_net(bench, tmp_path):
     """A later rerun's --methods need not list the method that trained the seed's registration net: a new
     one-shot method still starts from that net, and one that is half trained is refused in one line."""

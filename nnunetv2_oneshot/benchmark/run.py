@@ -171,12 +171,17 @@ class Benchmark:
                                          if f.endswith(self.ds.file_ending))}}
 
     def _check_config(self):
+        """A rerun must have the run's budget, plans and split. The device may differ: a run started on a GPU
+        machine whose lease ended can be finished elsewhere (its trained models scored on the CPU, say); each
+        score record names the machine that scored it, and the report lists them all."""
         f = join(self.out, "config.json")
+        self.started_on = self.device
         if isfile(f):
             with open(f) as fh:
                 old = json.load(fh)
+            self.started_on = old.get("device", self.device)
             new = json.loads(json.dumps(self.config()))
-            diff = [k for k in new if old.get(k) != new[k]]
+            diff = [k for k in new if k != "device" and old.get(k) != new[k]]
             if diff:
                 raise BenchmarkError(f"{self.out} holds a benchmark with a different {', '.join(diff)}: rerun with "
                                      f"the same options to resume it, or pass another -o")
@@ -404,12 +409,15 @@ class Benchmark:
             cost = self.cost() if isfile(join(self.out, "cost.json")) else None
             return report.write(self, cost)
         os.makedirs(join(self.out, "logs"), exist_ok=True)
+        cfg = dict(self.config(), device=self.started_on)  # the device the run was started on
         with open(join(self.out, "config.json"), "w") as f:
-            json.dump(self.config(), f, indent=1)
-        cfg = self.config()
+            json.dump(cfg, f, indent=1)
         _say(f"benchmark of {self.name} in {self.out}\n  budget {self.budget}\n  seeds {self.seeds}, methods "
              f"{self.methods}\n  split: atlas {cfg['split']['atlas']}, {len(cfg['split']['unlabelled'])} "
              f"unlabelled, test {cfg['split']['test']}")
+        if self.device != self.started_on:
+            _say(f"  started on {self.started_on}, going on on {self.device}: each score record names the machine "
+                 f"that scored it")
         self.prepare()
         if self.jobs > 1:
             from concurrent.futures import ThreadPoolExecutor
