@@ -91,17 +91,21 @@ def test_continue_restores_registration_and_reuses_unlabelled_cache(workdir):
     assert cache.stat().st_mtime_ns == mtime
 
 
-def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path):
-    import numpy as np
+def _toy_dataset_and_plans(workdir):
+    """The toy dataset's one-shot view and the nnUNetPlans that the stock-plan test made."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
     from nnunetv2_oneshot.validation import validate_oneshot_dataset
     root, _, _ = workdir
     plans_file = root / "pre" / "Dataset901_Toy" / "nnUNetPlans.json"
     if not plans_file.is_file():
         pytest.skip("needs the plans made by test_stock_plan_train_predict_evaluate")
-    ds = validate_oneshot_dataset(str(root / "raw" / "Dataset901_Toy"))
-    pm = PlansManager(str(plans_file))
+    return validate_oneshot_dataset(str(root / "raw" / "Dataset901_Toy")), PlansManager(str(plans_file))
+
+
+def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path):
+    import numpy as np
+    from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
+    ds, pm = _toy_dataset_and_plans(workdir)
     out = str(tmp_path / "nnUNetPlans_3d_fullres")
     kw = dict(configuration="3d_fullres", dataset_json=ds.dataset_json, preprocessed_dataset_folder=out,
               verbose=False)
@@ -115,7 +119,7 @@ def test_unlabelled_preprocessing_is_redone_when_plans_change(workdir, tmp_path)
     # coarser target spacing in the plans: redone, at the new resolution
     plans = pm.plans
     plans["configurations"]["3d_fullres"]["spacing"] = [3.0, 3.0, 3.0]
-    pm2 = PlansManager(plans)
+    pm2 = type(pm)(plans)
     preprocess_unlabelled(ds.unlabelled, pm2, pm2.get_configuration("3d_fullres"), **kw)
     shape2 = np.load(os.path.join(folder, "toy_u00.npy")).shape
     assert shape2[1] < shape1[1]
@@ -125,15 +129,8 @@ def test_unlabelled_cache_built_by_another_training_meanwhile_is_kept_whole(work
     """Trainings started side by side (folds, seeds) each build the cache; one that finishes second keeps
     the first one's whole cache instead of deleting it under the other's feet, and leaves nothing behind."""
     import shutil
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from nnunetv2_oneshot.unlabelled import preprocess_unlabelled
-    from nnunetv2_oneshot.validation import validate_oneshot_dataset
-    root, _, _ = workdir
-    plans_file = root / "pre" / "Dataset901_Toy" / "nnUNetPlans.json"
-    if not plans_file.is_file():
-        pytest.skip("needs the plans made by test_stock_plan_train_predict_evaluate")
-    ds = validate_oneshot_dataset(str(root / "raw" / "Dataset901_Toy"))
-    pm = PlansManager(str(plans_file))
+    ds, pm = _toy_dataset_and_plans(workdir)
     cm = pm.get_configuration("3d_fullres")
     kw = dict(configuration="3d_fullres", dataset_json=ds.dataset_json, verbose=False)
     other = preprocess_unlabelled(ds.unlabelled, pm, cm, preprocessed_dataset_folder=str(tmp_path / "a"), **kw)
