@@ -50,3 +50,30 @@ all_methods=$(echo "${GROUPS_[@]}")
 nnunetv2-oneshot "${common[@]}" --report-only --methods $all_methods 2>&1 | tail -n 20
 (cd "$B" && tar czf "$OUT/gpu_benchmark.tar.gz" \
     $(ls -d config.json seed*/scores logs/*.out logs/*.log *.json *.md *.png 2>/dev/null | sort -u))
+# trained but not yet scored (a lease can end in between): their final checkpoints too, in parts of at most
+# 15 MiB, so that the same benchmark rerun elsewhere, any -device, scores them without training again:
+#   cat models.tar.part* | tar x -C B2  (B2 holding the unpacked gpu_benchmark.tar.gz), then the benchmark on B2
+python3 - "$B" $all_methods > "$B/unscored.txt" <<'EOF'
+import glob, json, os, sys
+from nnunetv2_oneshot.benchmark.methods import METHODS
+b, wanted = sys.argv[1], sys.argv[2:]
+cfg = json.load(open(os.path.join(b, "config.json")))
+for seed in sorted(glob.glob(os.path.join(b, "seed*"))):
+    scored = lambda name: os.path.isfile(os.path.join(seed, "scores", name + ".json"))
+    for name, m in METHODS.items():
+        if m.trainer is None or name not in wanted:
+            continue
+        fold = os.path.join(seed, "all_labels" if m.data == "all_labels" else "", "nnUNet_results", cfg["dataset"],
+                            f"{m.trainer}__{cfg['plans']}__{cfg['configuration']}", "fold_all")
+        # a one-shot model is also needed while the seed's propagation (its registration net) is unscored
+        if os.path.isfile(os.path.join(fold, "checkpoint_final.pth")) and (
+                not scored(name) or (m.registration and "atlas_propagation" in wanted and not scored("atlas_propagation"))):
+            # what nnUNetv2_predict reads, and the logs that give the training time
+            for f in [os.path.join(fold, "checkpoint_final.pth"), os.path.join(fold, "..", "plans.json"),
+                      os.path.join(fold, "..", "dataset.json")] + glob.glob(os.path.join(fold, "training_log_*.txt")):
+                print(os.path.relpath(os.path.normpath(f), b))
+EOF
+if [ -s "$B/unscored.txt" ]; then
+    echo "trained, not scored: $(grep -c checkpoint_final "$B/unscored.txt") models, packed into $OUT/models.tar.part*"
+    (cd "$B" && sort -u unscored.txt | tar cf - -T - | split -b 15m - "$OUT/models.tar.part")
+fi
