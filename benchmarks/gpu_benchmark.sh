@@ -56,17 +56,18 @@ nnunetv2-oneshot "${common[@]}" --report-only --methods $all_methods 2>&1 | tail
 python3 - "$B" $all_methods > "$B/unscored.txt" <<'EOF'
 import glob, json, os, sys
 from nnunetv2_oneshot.benchmark.methods import METHODS
+from nnunetv2_oneshot.benchmark.run import Benchmark
 b, wanted = sys.argv[1], sys.argv[2:]
 cfg = json.load(open(os.path.join(b, "config.json")))
-for seed in sorted(glob.glob(os.path.join(b, "seed*"))):
-    scored = lambda name: os.path.isfile(os.path.join(seed, "scores", name + ".json"))
-    for name, m in METHODS.items():
-        if m.trainer is None or name not in wanted:
-            continue
-        fold = os.path.join(seed, "all_labels" if m.data == "all_labels" else "", "nnUNet_results", cfg["dataset"],
-                            f"{m.trainer}__{cfg['plans']}__{cfg['configuration']}", "fold_all")
+seeds = sorted(int(os.path.basename(d)[4:]) for d in glob.glob(os.path.join(b, "seed*")))
+bench = Benchmark(cfg["dataset"], b, wanted, seeds, cfg["budget"], cfg["plans"], cfg["device"], report_only=True)
+for seed in seeds:
+    scored = lambda name: os.path.isfile(os.path.join(bench._seed_dir(seed), "scores", name + ".json"))
+    for name in wanted:
+        m = METHODS[name]
+        fold = bench._model_dir(seed, m) if m.trainer else None
         # a one-shot model is also needed while the seed's propagation (its registration net) is unscored
-        if os.path.isfile(os.path.join(fold, "checkpoint_final.pth")) and (
+        if fold and os.path.isfile(os.path.join(fold, "checkpoint_final.pth")) and (
                 not scored(name) or (m.registration and "atlas_propagation" in wanted and not scored("atlas_propagation"))):
             # what nnUNetv2_predict reads, and the logs that give the training time
             for f in [os.path.join(fold, "checkpoint_final.pth"), os.path.join(fold, "..", "plans.json"),

@@ -30,13 +30,9 @@ def machines(scores: Dict[str, List[dict]]) -> str:
     """The machine(s) the reported pairs were scored on, as their records say, so that a report made again
     elsewhere (``--report-only`` on a laptop for a GPU run) names where the numbers came from. Records
     written before they kept it count as made here."""
-    seen = []
-    for recs in scores.values():
-        for r in recs:
-            m = r.get("machine") or machine()
-            if m not in seen:
-                seen.append(m)
-    return "; ".join(seen)
+    named = [r.get("machine") for recs in scores.values() for r in recs]
+    here = machine() if not all(named) else None
+    return "; ".join(dict.fromkeys(m or here for m in named))
 
 
 def load_scores(bench) -> Dict[str, List[dict]]:
