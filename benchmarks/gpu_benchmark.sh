@@ -55,24 +55,13 @@ nnunetv2-oneshot "${common[@]}" --report-only --methods $all_methods 2>&1 | tail
 #   cat models.tar.part* | tar x -C B2  (B2 holding the unpacked gpu_benchmark.tar.gz), then the benchmark on B2
 python3 - "$B" $all_methods > "$B/unscored.txt" <<'EOF'
 import glob, json, os, sys
-from nnunetv2_oneshot.benchmark.methods import METHODS
 from nnunetv2_oneshot.benchmark.run import Benchmark
-b, wanted = sys.argv[1], sys.argv[2:]
+b, methods = sys.argv[1], sys.argv[2:]
 cfg = json.load(open(os.path.join(b, "config.json")))
 seeds = sorted(int(os.path.basename(d)[4:]) for d in glob.glob(os.path.join(b, "seed*")))
-bench = Benchmark(cfg["dataset"], b, wanted, seeds, cfg["budget"], cfg["plans"], cfg["device"], report_only=True)
-for seed in seeds:
-    scored = lambda name: os.path.isfile(os.path.join(bench._seed_dir(seed), "scores", name + ".json"))
-    for name in wanted:
-        m = METHODS[name]
-        fold = bench._model_dir(seed, m) if m.trainer else None
-        # a one-shot model is also needed while the seed's propagation (its registration net) is unscored
-        if fold and os.path.isfile(os.path.join(fold, "checkpoint_final.pth")) and (
-                not scored(name) or (m.registration and "atlas_propagation" in wanted and not scored("atlas_propagation"))):
-            # what nnUNetv2_predict reads, and the logs that give the training time
-            for f in [os.path.join(fold, "checkpoint_final.pth"), os.path.join(fold, "..", "plans.json"),
-                      os.path.join(fold, "..", "dataset.json")] + glob.glob(os.path.join(fold, "training_log_*.txt")):
-                print(os.path.relpath(os.path.normpath(f), b))
+bench = Benchmark(cfg["dataset"], b, methods, seeds, cfg["budget"], cfg["plans"], cfg["device"], report_only=True)
+for f in bench.unscored_model_files():
+    print(f)
 EOF
 if [ -s "$B/unscored.txt" ]; then
     echo "trained, not scored: $(grep -c checkpoint_final "$B/unscored.txt") models, packed into $OUT/models.tar.part*"

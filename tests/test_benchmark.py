@@ -3,6 +3,7 @@ a CI test): the results JSON has the issue's schema, the report and plots are wr
 bad options fail in one line before any compute."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -248,6 +249,44 @@ def test_a_run_started_on_a_gpu_machine_is_finished_on_this_one(bench, tmp_path)
     assert json.loads((b / "config.json").read_text())["device"] == "cuda"  # where the run was started
     res = json.loads((b / "Dataset901_Toy.json").read_text())
     assert res["machine"].split("; ") in (["a GPU machine", rec["machine"]], [rec["machine"], "a GPU machine"])
+
+
+def test_gpu_script_packs_what_another_machine_needs_to_finish_the_run(bench, tmp_path):
+    """When a GPU lease ends between training and scoring, ``gpu_benchmark.sh wait`` packs the records and the
+    final checkpoints of the trained-but-unscored models (and the registration source's while propagation is
+    unscored), nothing else; unpacked elsewhere, the same benchmark scores them without training."""
+    import subprocess
+    import tarfile
+    root, env, out, _ = bench
+    b, packed, b2 = tmp_path / "b", tmp_path / "packed", tmp_path / "b2"
+    shutil.copytree(out, b, ignore=shutil.ignore_patterns("predictions*"))
+    for m in ("nnUNetTrainer_1label", "atlas_propagation"):
+        (b / "seed0" / "scores" / f"{m}.json").unlink()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.sh"
+    genv = dict(env, DATASET="901", SEEDS="0", EPOCHS="2",
+                BENCH_ARGS="-p nnUNetPlans --iterations 3 --registration-iterations 4")
+    r = subprocess.run(["bash", str(script), "wait", str(b), str(packed), "0"], env=genv, cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "trained, not scored: 2 models" in r.stdout, r.stdout + r.stderr
+    b2.mkdir()
+    with tarfile.open(packed / "gpu_benchmark.tar.gz") as t:
+        t.extractall(b2, filter="data")
+        assert "config.json" in t.getnames() and "seed0/scores/OneShotDistillTrainer.json" in t.getnames()
+    parts = sorted(packed.glob("models.tar.part*"))
+    (tmp_path / "models.tar").write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "models.tar") as t:
+        names = t.getnames()
+        t.extractall(b2, filter="data")
+    finals = sorted(n for n in names if n.endswith("checkpoint_final.pth"))
+    models = "seed0/nnUNet_results/Dataset901_Toy"
+    assert finals == [f"{models}/OneShotDistillTrainer__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth",
+                      f"{models}/nnUNetTrainer_oneshotBaseline__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth"]
+    assert not any("all_labels" in n or "checkpoint_latest" in n for n in names)  # scored or not needed
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(b2), "--seeds", "0", "--no-cost",
+                   "--methods", "OneShotDistillTrainer", "atlas_propagation", "nnUNetTrainer_1label", *TINY], env, root)
+    assert "training " not in log and log.count("trained model found") == 1
+    for m in ("nnUNetTrainer_1label", "atlas_propagation"):
+        assert 0.0 <= json.loads((b2 / "seed0" / "scores" / f"{m}.json").read_text())["dice"]["mean"] <= 1.0
 
 
 def test_a_rerun_with_other_methods_starts_from_the_seeds_registration_net(bench, tmp_path):

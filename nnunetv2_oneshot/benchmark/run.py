@@ -349,6 +349,27 @@ class Benchmark:
         trained = self.trained_registration(seed)
         return next((m for m in order if m in trained), trained[0] if trained else first)
 
+    def unscored_model_files(self) -> List[str]:
+        """Files, relative to the output folder, of the trained models a rerun still needs to score: the final
+        checkpoint (with plans, dataset.json and training logs) of each (seed, method) trained but without a
+        score record, and of the seed's registration source while its atlas_propagation is unscored. With
+        config.json and the records they let another machine (any -device) finish the run without training
+        again; ``benchmarks/gpu_benchmark.sh`` packs them when a GPU lease is about to end."""
+        files = []
+        for seed in self.seeds:
+            scored = lambda name: isfile(join(self._seed_dir(seed), "scores", name + ".json"))
+            order = [m for m in self.methods if m != "atlas_propagation"]
+            needed = [m for m in order if not scored(m)]
+            if "atlas_propagation" in self.methods and not scored("atlas_propagation"):
+                needed.append(self.registration_source(seed, order))
+            for name in dict.fromkeys(m for m in needed if m and METHODS[m].trainer):
+                fold = self._model_dir(seed, METHODS[name])
+                if isfile(join(fold, "checkpoint_final.pth")):
+                    found = [join(fold, "checkpoint_final.pth"), join(fold, "..", "plans.json"),
+                             join(fold, "..", "dataset.json")] + sorted(glob(join(fold, "training_log_*.txt")))
+                    files += [os.path.relpath(os.path.normpath(f), self.out) for f in found]
+        return list(dict.fromkeys(files))
+
     def _run_seed(self, seed: int) -> None:
         """Every method of one seed; (seed, method) pairs scored before are skipped."""
         order = [m for m in self.methods if m != "atlas_propagation"]
