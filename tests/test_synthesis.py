@@ -50,6 +50,23 @@ def test_appearance_moves_structure_means_toward_subject(beta):
         assert out[0][m].mean() == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("match_spread", [True, False])
+@pytest.mark.parametrize("beta", [0.5, 1.0])
+def test_appearance_spread_follows_the_subject_only_when_asked(beta, match_spread):
+    img, lab = _atlas()
+    img = img + np.random.default_rng(0).normal(0, 0.1, img.shape).astype(np.float32)  # atlas sd ~0.1
+    subj = img * 3 + 0.5  # subject sd ~0.3 in every structure
+    syn = PairSynthesizer({"a": (img, lab)}, {"s": subj}, {("a", "s"): np.zeros((3, *S), np.float32)}, num_classes=3,
+                          config=SynthesisConfig(0.0, 2.0, (1, 1), 1.0, appearance_match_spread=match_spread))
+    out = syn.adapt_appearance(img, lab, "a", "s", beta)
+    for k in range(3):
+        m = lab[0] == k
+        sd_a, sd_s = img[0][m].std(), subj[0][m].std()
+        expected_sd = sd_a * (1 + beta * (sd_s / sd_a - 1)) if match_spread else sd_a
+        assert out[0][m].std() == pytest.approx(expected_sd, rel=1e-3)
+        assert out[0][m].mean() == pytest.approx((1 - beta) * img[0][m].mean() + beta * subj[0][m].mean(), abs=1e-4)
+
+
 def test_flow_interpolation_between_subjects():
     img, _ = _atlas()
     f1 = np.full((3, *S), 1.0, np.float32)

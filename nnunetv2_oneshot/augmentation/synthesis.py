@@ -40,6 +40,12 @@ class SynthesisConfig:
     # (its registration pseudo-label; read by the trainers' data set). What RRL-MedSAM's branches learn from
     # besides the synthetic pairs: real appearance, imperfect labels.
     pseudo_label_prob: float = 0.0
+    # the appearance change also scales each structure's spread by (subject sd / atlas sd). Those sds come
+    # from labels, and the subject's from the atlas label warped onto it, so misregistered voxels of other
+    # tissues inflate them; the scaling then stretches partial-volume voxels at every label border. Judged by
+    # models trained on real brain scans, it makes the pairs less realistic (benchmarks/synthetic_gap.py,
+    # "appearance" against "appearance, means only"). False: only the means move.
+    appearance_match_spread: bool = True
 
 
 def _region_stats(image: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -115,7 +121,8 @@ class PairSynthesizer:
 
     def adapt_appearance(self, image: np.ndarray, label: np.ndarray, atlas: str, subject: str,
                          beta: float) -> np.ndarray:
-        """Moves each structure's intensities of the warped atlas toward the subject's by ``beta`` in [0, 1]."""
+        """Moves each structure's intensities of the warped atlas toward the subject's by ``beta`` in [0, 1]: its
+        mean, and its spread too where ``config.appearance_match_spread``."""
         sa, ss = self.atlas_stats[atlas], self.subject_stats[(atlas, subject)]
         out = image.copy()
         lab = label[0]
@@ -126,7 +133,7 @@ class PairSynthesizer:
                 mu_s, sd_s = ss[c, k]
                 if np.isnan(mu_a) or np.isnan(mu_s):
                     continue
-                gain = 1 + beta * (sd_s / max(sd_a, 1e-6) - 1)
+                gain = 1 + beta * (sd_s / max(sd_a, 1e-6) - 1) if self.config.appearance_match_spread else 1.0
                 out[c][m] = mu_a + (image[c][m] - mu_a) * gain + beta * (mu_s - mu_a)
         return out
 

@@ -45,6 +45,9 @@ METHODS = {
     "OneShotDistillTrainer_pseudoLabels": Method("OneShotDistillTrainer_pseudoLabels", registration=True,
                                                  description="variant: half of the samples are real pool scans "
                                                              "with their registration pseudo-labels"),
+    "OneShotDistillTrainer_meanShift": Method("OneShotDistillTrainer_meanShift", registration=True,
+                                              description="variant: the appearance change moves structure means "
+                                                          "only, not their spread"),
     # registration=False: it trains no registration net, so it neither gets nor lends one (share_registration)
     "OneShotDistillTrainer_classicalReg": Method("OneShotDistillTrainer_classicalReg",
                                                  description="variant: flows from classical registration "

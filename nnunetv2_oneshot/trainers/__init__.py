@@ -4,6 +4,7 @@ from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 from nnunetv2_oneshot.trainers.rrl import RRLMedSAMTrainer
 from nnunetv2_oneshot.trainers.variants import (
     OneShotDistillTrainer_classicalReg, OneShotDistillTrainer_classicalReg_cpu, OneShotDistillTrainer_cpu,
+    OneShotDistillTrainer_meanShift, OneShotDistillTrainer_meanShift_cpu,
     OneShotDistillTrainer_noHint, OneShotDistillTrainer_noHint_cpu,
     OneShotDistillTrainer_noRecon, OneShotDistillTrainer_noRecon_cpu, OneShotDistillTrainer_offline1pair,
     OneShotDistillTrainer_offline1pair_cpu, OneShotDistillTrainer_pseudoLabels, OneShotDistillTrainer_pseudoLabels_cpu,
@@ -21,7 +22,8 @@ __all__ = [
     "OneShotDistillTrainer_offline1pair_cpu", "OneShotDistillTrainer_realAtlas",
     "OneShotDistillTrainer_realAtlas_cpu", "OneShotDistillTrainer_pseudoLabels",
     "OneShotDistillTrainer_pseudoLabels_cpu", "OneShotDistillTrainer_classicalReg",
-    "OneShotDistillTrainer_classicalReg_cpu", "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
+    "OneShotDistillTrainer_classicalReg_cpu", "OneShotDistillTrainer_meanShift", "OneShotDistillTrainer_meanShift_cpu",
+    "nnUNetTrainer_oneshotBaseline", "nnUNetTrainer_oneshotTiny",
     "nnUNetTrainer_oneshotCPU", "RRLMedSAMTrainer", "RRLMedSAMTrainer_noEMA", "RRLMedSAMTrainer_noAP",
     "RRLMedSAMTrainer_tiny", "RRLMedSAMTrainer_cpu", "RRLMedSAMTrainer_noEMA_cpu", "RRLMedSAMTrainer_noAP_cpu",
     "RRLMedSAMTrainer_noSAM", "RRLMedSAMTrainer_noSAM_cpu",

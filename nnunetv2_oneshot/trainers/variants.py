@@ -86,6 +86,17 @@ class OneShotDistillTrainer_pseudoLabels(OneShotDistillTrainer):
         self.synthesis.pseudo_label_prob = 0.5
 
 
+class OneShotDistillTrainer_meanShift(OneShotDistillTrainer):
+    """The appearance change moves each structure's mean toward the subject's and keeps the atlas's spread
+    (``synthesis.appearance_match_spread = False``). Tests whether the more realistic pairs this gives (judged
+    by models trained on real brain scans, benchmarks/synthetic_gap.py) make a better student."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.synthesis.appearance_match_spread = False
+
+
 class OneShotDistillTrainer_classicalReg(OneShotDistillTrainer):
     """The pairs' flows from classical registration (SimpleITK affine + diffeomorphic demons, one per atlas ->
     unlabelled scan) instead of a trained registration net (``registration_backend``): stage 1 trains nothing.
@@ -153,6 +164,8 @@ OneShotDistillTrainer_realAtlas_cpu = _budgeted("OneShotDistillTrainer_realAtlas
                                                 OneShotDistillTrainer_realAtlas, CPU, CPU_REG, CPU_HINT)
 OneShotDistillTrainer_pseudoLabels_cpu = _budgeted("OneShotDistillTrainer_pseudoLabels_cpu",
                                                    OneShotDistillTrainer_pseudoLabels, CPU, CPU_REG, CPU_HINT)
+OneShotDistillTrainer_meanShift_cpu = _budgeted("OneShotDistillTrainer_meanShift_cpu",
+                                                OneShotDistillTrainer_meanShift, CPU, CPU_REG, CPU_HINT)
 OneShotDistillTrainer_classicalReg_cpu = _budgeted("OneShotDistillTrainer_classicalReg_cpu",
                                                    OneShotDistillTrainer_classicalReg, CPU, CPU_REG, CPU_HINT)
 RRLMedSAMTrainer_tiny = _budgeted("RRLMedSAMTrainer_tiny", RRLMedSAMTrainer, TINY, TINY_REG, TINY_SAM)
