@@ -6,10 +6,13 @@ registration canvas (preprocessed space, no test case read):
 * ``synthetic``: the atlas warped onto each pool scan by that seed's registration net (exact flows), with the
   warped atlas label as reference: the pairs the one-shot students train on, before appearance changes;
 * ``appearance``: the same, with the per-structure appearance transfer at full strength (beta = 1);
+* ``appearance_means``: the same transfer moving each structure's mean only, not its spread
+  (``SynthesisConfig.appearance_match_spread = False``, ``OneShotDistillTrainer_meanShift``);
 * ``real``: the pool scans themselves, against their true labels (labelsUnlabelledOracle).
 
 A model trained on the synthetic pairs that scores lower on them than one-label nnU-Net, which never saw them,
-is held back by its training, not by a gap between synthetic and real scans.
+is held back by its training, not by a gap between synthetic and real scans. Models trained on real scans
+(one-label nnU-Net, the upper bound) judge how realistic each kind of synthetic pair is.
 
     python benchmarks/synthetic_gap.py 991 --seed 0 --methods nnUNetTrainer_1label OneShotDistillTrainer
 
@@ -18,6 +21,8 @@ Needs nnUNet_raw/nnUNet_preprocessed/nnUNet_results as for the benchmark; reads 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import sys
@@ -94,13 +99,16 @@ def main(argv=None):
     pre = t.configuration_manager.preprocessor_class(verbose=False)
     pool = bench.ds.unlabelled
     canvas = next(iter(d["subjects"].values())).shape[1:]
-    sets = {"synthetic": {}, "appearance": {}, "real": {}}
+    means_only = copy.copy(synth)
+    means_only.config = dataclasses.replace(synth.config, appearance_match_spread=False)
+    sets = {"synthetic": {}, "appearance": {}, "appearance_means": {}, "real": {}}
     for s in synth.subject_ids:
         img = warp(torch.from_numpy(d["atlases"][atlas][0][None]),
                    torch.from_numpy(synth.flows[(atlas, s)][None]))[0].numpy()
         lab = synth.exact_labels[(atlas, s)]
         sets["synthetic"][s] = (img, lab)
         sets["appearance"][s] = (synth.adapt_appearance(img, lab, atlas, s, 1.0), lab)
+        sets["appearance_means"][s] = (means_only.adapt_appearance(img, lab, atlas, s, 1.0), lab)
         _, seg, _ = pre.run_case(pool[s], join(bench.pool_labels, s + dataset_json["file_ending"]), t.plans_manager,
                                  t.configuration_manager, dataset_json)
         sets["real"][s] = (d["subjects"][s], pad_to_shape(np.maximum(seg, 0).astype(np.int16), canvas, 0)[0])
@@ -113,7 +121,8 @@ def main(argv=None):
 
     res = {"dataset": name, "seed": a.seed, "registration": reg, "methods": {}}
     print(f"{name}, seed {a.seed}: mean Dice over {len(synth.subject_ids)} pool scans "
-          f"(synthetic = atlas warped onto them; appearance = the same at full appearance transfer)", flush=True)
+          f"(synthetic = atlas warped onto them; appearance = the same at full appearance transfer; "
+          f"appearance_means = moving structure means only)", flush=True)
     for m in a.methods:
         pr = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                              perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
@@ -127,8 +136,7 @@ def main(argv=None):
             row[kind] = {"mean": float(per_label.mean()),
                          "per_label": {labels[c]: float(v) for c, v in zip(sorted(labels), per_label)}}
         res["methods"][m] = row
-        print(f"  {m:36s} synthetic {row['synthetic']['mean']:.3f}  appearance {row['appearance']['mean']:.3f}  "
-              f"real {row['real']['mean']:.3f}", flush=True)
+        print(f"  {m:36s} " + "  ".join(f"{kind} {v['mean']:.3f}" for kind, v in row.items()), flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
