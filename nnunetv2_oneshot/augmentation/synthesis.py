@@ -44,7 +44,7 @@ class SynthesisConfig:
     # from labels, and the subject's from the atlas label warped onto it, so misregistered voxels of other
     # tissues inflate them; the scaling then stretches partial-volume voxels at every label border. Judged by
     # models trained on real brain scans, it makes the pairs less realistic (benchmarks/synthetic_gap.py,
-    # "appearance" against "appearance, means only"). False: only the means move.
+    # "appearance" against "appearance_means"). False: only the means move.
     appearance_match_spread: bool = True
 
 
