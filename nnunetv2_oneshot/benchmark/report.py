@@ -45,7 +45,7 @@ def load_scores(bench) -> Dict[str, List[dict]]:
     for m in bench.methods:
         recs = []
         for s in bench.seeds:
-            f = join(bench.out, f"seed{s}", "scores", m + ".json")
+            f = bench._score_file(s, m)
             if isfile(f):
                 with open(f) as fh:
                     recs.append(json.load(fh))

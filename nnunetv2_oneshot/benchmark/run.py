@@ -189,6 +189,9 @@ class Benchmark:
     def _seed_dir(self, seed: int) -> str:
         return join(self.out, f"seed{seed}")
 
+    def _score_file(self, seed: int, name: str) -> str:
+        return join(self._seed_dir(seed), "scores", name + ".json")
+
     def _results_root(self, seed: int, method: Method) -> str:
         return join(self._seed_dir(seed), "all_labels" if method.data == "all_labels" else "", "nnUNet_results")
 
@@ -355,10 +358,9 @@ class Benchmark:
         score record, and of the seed's registration source while its atlas_propagation is unscored. With
         config.json and the records they let another machine (any -device) finish the run without training
         again; ``benchmarks/gpu_benchmark.sh`` packs them when a GPU lease is about to end."""
-        files = []
+        files, order = [], [m for m in self.methods if m != "atlas_propagation"]
         for seed in self.seeds:
-            scored = lambda name: isfile(join(self._seed_dir(seed), "scores", name + ".json"))
-            order = [m for m in self.methods if m != "atlas_propagation"]
+            scored = lambda name: isfile(self._score_file(seed, name))
             needed = [m for m in order if not scored(m)]
             if "atlas_propagation" in self.methods and not scored("atlas_propagation"):
                 needed.append(self.registration_source(seed, order))
@@ -377,7 +379,7 @@ class Benchmark:
         reg_source = self.registration_source(seed, order)
         todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
         for i, name in enumerate(todo):
-            score_file = join(self._seed_dir(seed), "scores", name + ".json")
+            score_file = self._score_file(seed, name)
             if isfile(score_file):
                 with open(score_file) as f:
                     rec = json.load(f)
