@@ -126,3 +126,50 @@ print('CHECKED', len(ds.identifiers), checked > 0)
 """
     out = run_cmd([f"{BIN}/python", "-c", code], env, root)
     assert "CHECKED 4 True" in out
+
+
+def test_classical_backend_builds_no_net_and_reuses_its_flows_on_resume(toy_planned):
+    """``registration_backend = "classical"``: no registration net is built or saved, and the SimpleITK flows are
+    kept in the output folder, so a resumed training reuses them; a changed subject is registered again."""
+    root, env, _ = toy_planned
+    code = """
+import os, numpy as np, torch
+import nnunetv2_oneshot.registration.classical as classical
+from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2_oneshot.trainers.regaug import CLASSICAL_FLOW_CACHE
+
+def trainer():
+    t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))
+    t.output_folder = os.path.join(os.getcwd(), 'classical_flows_check')
+    os.makedirs(t.output_folder, exist_ok=True)
+    t.registration_backend = 'classical'
+    t.initialize()
+    t._load_oneshot_data()
+    return t
+
+calls = []
+real = classical.classical_flow
+classical.classical_flow = lambda *a, **k: calls.append(1) or real(*a, **k)
+t = trainer()
+state = t._extra_checkpoint_state()
+print('NET', t.registration_net is None, state['registration_net'] is None, state['registration_backend'])
+first = t.compute_flows()
+n_first = len(calls)
+t2 = trainer()
+second = t2.compute_flows()
+print('CACHED', n_first, len(calls) - n_first, sorted(first) == sorted(second),
+      all(np.array_equal(first[k], second[k]) for k in first))
+t3 = trainer()
+s0 = sorted(t3.oneshot_data['subjects'])[0]
+t3.oneshot_data['subjects'][s0] = t3.oneshot_data['subjects'][s0][:, ::-1].copy()
+before = len(calls)
+t3.compute_flows()
+print('CHANGED', len(calls) - before)
+t3._load_extra_checkpoint_state(state)  # a checkpoint without a net loads into a classical trainer
+print('FILES', sorted(os.listdir(t.output_folder)))
+"""
+    out = run_cmd([f"{BIN}/python", "-c", code], env, root)
+    assert "NET True True classical" in out
+    assert "CACHED 4 0 True True" in out  # 4 pairs registered once, none again on the "resume"
+    assert "CHANGED 1" in out
+    assert "FILES ['registration_classical_flows.npz']" in out

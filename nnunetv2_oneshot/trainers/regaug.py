@@ -35,6 +35,53 @@ VALIDATION_NOTE = ("One-shot training: there is no labelled validation data. The
                    "scans (imagesTs/labelsTs) with nnUNetv2_predict + nnUNetv2_evaluate_folder.")
 
 
+CLASSICAL_FLOW_CACHE = "registration_classical_flows.npz"
+
+
+class ClassicalFlowCache:
+    """The classical backend's flows, kept beside the checkpoints so that a resumed training (``--c``) does not
+    register every pair again (~15 s per pair on one core). A flow is reused only for the same atlas and subject
+    arrays and voxel spacing (SHA-1 of their bytes), so changed preprocessing or data recomputes it."""
+
+    def __init__(self, path: str, spacing):
+        self.path, self.spacing = path, tuple(float(x) for x in spacing)
+        self.flows: Dict[str, np.ndarray] = {}
+        self.used = set()  # what save() keeps: flows of pairs that no longer exist are dropped
+        if isfile(path):
+            try:
+                with np.load(path) as f:
+                    self.flows = {k: f[k] for k in f.files}
+            except (OSError, ValueError, EOFError):  # a torn or foreign file: recompute, overwrite on save
+                self.flows = {}
+
+    def _key(self, a: str, s: str, moving: np.ndarray, fixed: np.ndarray) -> str:
+        import hashlib
+        h = hashlib.sha1(repr((a, s, self.spacing, moving.shape, fixed.shape)).encode())
+        h.update(np.ascontiguousarray(moving, np.float32).tobytes())
+        h.update(np.ascontiguousarray(fixed, np.float32).tobytes())
+        return h.hexdigest()
+
+    def get(self, a: str, s: str, moving: np.ndarray, fixed: np.ndarray) -> Optional[np.ndarray]:
+        """Flow (3, *S) for this pair, or None when it has not been computed for these arrays."""
+        key = self._key(a, s, moving, fixed)
+        flow = self.flows.get(key)
+        if flow is None or flow.shape != (3,) + moving.shape[1:]:
+            return None
+        self.used.add(key)
+        return flow
+
+    def put(self, a: str, s: str, moving: np.ndarray, fixed: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        key = self._key(a, s, moving, fixed)
+        self.flows[key] = flow = np.asarray(flow, np.float32)
+        self.used.add(key)
+        return flow
+
+    def save(self):
+        tmp = self.path + ".tmp.npz"  # np.savez appends .npz to names without it
+        np.savez_compressed(tmp, **{k: self.flows[k] for k in sorted(self.used)})
+        os.replace(tmp, self.path)
+
+
 class SyntheticPairDataset:
     """Stands in for nnU-Net's dataset in its data loader: every ``load_case(subject)`` returns a NEW pair
     synthesised for that unlabelled subject. ``with_real_image`` appends the paired real image's channels
@@ -113,7 +160,8 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         # "net": the published VoxelMorph-style net, trained in stage 1. "classical": no net; every atlas->subject
         # pair registered by SimpleITK (affine + diffeomorphic demons, registration/classical.py), deterministic.
         # On the benchmark pools the classical flows warp the atlas labels better than the CPU budget's net
-        # (brain 0.670 against 0.61-0.65 over seeds; chest CT 0.894 against ~0.80), ~15 s per pair on one core.
+        # (brain 0.670 against 0.61-0.65 over seeds; chest CT 0.894 against ~0.80), ~15 s per pair on one core,
+        # kept in the output folder (registration_classical_flows.npz) so that --c does not register again.
         self.registration_backend = "net"
         # --- stage 2: online synthesis of labelled pairs (see augmentation/synthesis.py)
         self.synthesis = SynthesisConfig(flow_interpolation_prob=0.5, flow_interpolation_beta=2.0,
@@ -132,11 +180,13 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
             raise SystemExit(f"error: registration_backend must be 'net' or 'classical', got "
                              f"{self.registration_backend!r}")
         super().initialize()
-        self.registration_net = RegistrationNet(
-            self.num_input_channels, encoder_channels=self.registration_encoder_channels,
-            decoder_channels=self.registration_decoder_channels,
-            integrate_steps=self.registration_integrate_steps).to(self.device)
-        self.registration_optimizer = torch.optim.Adam(self.registration_net.parameters(), lr=self.registration_lr)
+        if self.registration_backend == "net":  # the classical backend has no net to build, train or save
+            self.registration_net = RegistrationNet(
+                self.num_input_channels, encoder_channels=self.registration_encoder_channels,
+                decoder_channels=self.registration_decoder_channels,
+                integrate_steps=self.registration_integrate_steps).to(self.device)
+            self.registration_optimizer = torch.optim.Adam(self.registration_net.parameters(),
+                                                           lr=self.registration_lr)
 
     def _raw_dataset_folder(self) -> str:
         if not nnUNet_raw:  # an _EnvPath in nnU-Net 2.8: falsy when the variable is unset
@@ -177,8 +227,9 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
 
     # ------------------------------------------------------------------ stage 1
     def _registration_state(self) -> dict:
-        return {"registration_net": self.registration_net.state_dict(),
-                "registration_optimizer": self.registration_optimizer.state_dict(),
+        net = self.registration_net is not None
+        return {"registration_net": self.registration_net.state_dict() if net else None,
+                "registration_optimizer": self.registration_optimizer.state_dict() if net else None,
                 "registration_iteration": self.registration_iteration,
                 "registration_log": self.registration_log,
                 # preprocessed atlas image(s)/label(s): `nnunetv2-oneshot propagate` needs only the results folder
@@ -193,8 +244,12 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
                 "integrate_steps": self.registration_integrate_steps}
 
     def _load_registration_state(self, state: dict):
-        self.registration_net.load_state_dict(state["registration_net"])
-        self.registration_optimizer.load_state_dict(state["registration_optimizer"])
+        if self.registration_net is not None:
+            if state.get("registration_net") is None:
+                raise SystemExit("error: the checkpoint holds no registration net (its trainer used the classical "
+                                 "backend); this trainer needs one (registration_backend = 'net')")
+            self.registration_net.load_state_dict(state["registration_net"])
+            self.registration_optimizer.load_state_dict(state["registration_optimizer"])
         self.registration_iteration = state["registration_iteration"]
         self.registration_log = list(state["registration_log"])
 
@@ -315,14 +370,23 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         classical = self.registration_backend == "classical"
         if classical:
             from nnunetv2_oneshot.registration.classical import classical_flow
+            cache = ClassicalFlowCache(join(self.output_folder, CLASSICAL_FLOW_CACHE), self.configuration_manager.spacing)
         else:
             self.registration_net.eval()
-        flows, folds, t0 = {}, [], time.time()
+        flows, folds, t0, computed = {}, [], time.time(), 0
         pairs = [(a, s) for a in d["atlases"] for s in d["subjects"]]
         for i, (a, s) in enumerate(pairs):
             moving, fixed = d["atlases"][a][0], d["subjects"][s]
             if classical:  # SimpleITK on the first channel, in the plans' voxel spacing (seconds per pair)
-                flow = torch.from_numpy(classical_flow(moving, fixed, self.configuration_manager.spacing))[None]
+                flow = cache.get(a, s, moving, fixed)
+                if flow is None:
+                    flow = cache.put(a, s, moving, fixed,
+                                     classical_flow(moving, fixed, self.configuration_manager.spacing))
+                    computed += 1
+                    how = f"{(time.time() - t0) / computed:.1f} s/pair"
+                else:
+                    how = f"from {CLASSICAL_FLOW_CACHE}"
+                flow = torch.from_numpy(flow)[None]
             else:
                 flow = self.registration_net(torch.from_numpy(moving[None]).to(self.device),
                                              torch.from_numpy(fixed[None]).to(self.device))
@@ -330,7 +394,9 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
             flows[(a, s)] = flow[0].float().cpu().numpy()
             if classical:
                 self.print_to_log_file(f"classical registration {i + 1}/{len(pairs)} ({a} -> {s}): folding "
-                                       f"{folds[-1]:.4%}, {(time.time() - t0) / (i + 1):.1f} s/pair")
+                                       f"{folds[-1]:.4%}, {how}")
+        if classical and computed and self.local_rank == 0:
+            cache.save()
         self.print_to_log_file(f"Flows for {len(flows)} pairs; mean folding (non-positive Jacobian determinant) "
                                f"{np.mean(folds):.4%} of voxels")
         return flows
