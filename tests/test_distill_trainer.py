@@ -136,7 +136,6 @@ def test_classical_backend_builds_no_net_and_reuses_its_flows_on_resume(toy_plan
 import os, numpy as np, torch
 import nnunetv2_oneshot.registration.classical as classical
 from nnunetv2.run.run_training import get_trainer_from_args
-from nnunetv2_oneshot.trainers.regaug import CLASSICAL_FLOW_CACHE
 
 def trainer():
     t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))

@@ -370,7 +370,8 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         classical = self.registration_backend == "classical"
         if classical:
             from nnunetv2_oneshot.registration.classical import classical_flow
-            cache = ClassicalFlowCache(join(self.output_folder, CLASSICAL_FLOW_CACHE), self.configuration_manager.spacing)
+            cache = ClassicalFlowCache(join(self.output_folder, CLASSICAL_FLOW_CACHE),
+                                       self.configuration_manager.spacing)
         else:
             self.registration_net.eval()
         flows, folds, t0, computed = {}, [], time.time(), 0
