@@ -29,7 +29,7 @@ from glob import glob
 from os.path import basename, isdir, isfile, join
 from typing import List, Optional
 
-from nnunetv2_oneshot.benchmark.methods import METHODS, Method, training_attributes
+from nnunetv2_oneshot.benchmark.methods import METHODS, PROPAGATION, Method, training_attributes
 from nnunetv2_oneshot.benchmark.report import checkpoint_curves, machine
 from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
 from nnunetv2_oneshot.process import bin_path as _bin, run_logged
@@ -113,7 +113,7 @@ class Benchmark:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise BenchmarkError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-        if "atlas_propagation" in self.methods and not any(METHODS[m].registration for m in self.methods):
+        if PROPAGATION in self.methods and not any(METHODS[m].registration for m in self.methods):
             raise BenchmarkError("atlas_propagation reuses a one-shot trainer's registration net: add "
                                  "OneShotRegAugTrainer or OneShotDistillTrainer to --methods")
         if any(METHODS[m].sam for m in self.methods):
@@ -342,10 +342,17 @@ class Benchmark:
         return [m for m in METHODS if METHODS[m].registration
                 and isfile(join(self._model_dir(seed, METHODS[m]), "checkpoint_registration.pth"))]
 
-    def registration_source(self, seed: int, order: List[str]) -> Optional[str]:
+    @property
+    def direct_methods(self) -> List[str]:
+        """The methods run in their --methods order; atlas propagation comes after them all, since it reuses
+        the registration net one of them trains."""
+        return [m for m in self.methods if m != PROPAGATION]
+
+    def registration_source(self, seed: int) -> Optional[str]:
         """The one-shot method of this seed whose registration net the others share (and atlas propagation
         uses): the one that trained it, if any has, so that a rerun with other --methods keeps the seed's
         flows; else the first one-shot method of this run."""
+        order = self.direct_methods
         first = next((m for m in order if METHODS[m].registration), None)
         if not self.budget.get("share_registration"):
             return first
@@ -358,12 +365,12 @@ class Benchmark:
         score record, and of the seed's registration source while its atlas_propagation is unscored. With
         config.json and the records they let another machine (any -device) finish the run without training
         again; ``benchmarks/gpu_benchmark.sh`` packs them when a GPU lease is about to end."""
-        files, order = [], [m for m in self.methods if m != "atlas_propagation"]
+        files = []
         for seed in self.seeds:
             scored = lambda name: isfile(self._score_file(seed, name))
-            needed = [m for m in order if not scored(m)]
-            if "atlas_propagation" in self.methods and not scored("atlas_propagation"):
-                needed.append(self.registration_source(seed, order))
+            needed = [m for m in self.direct_methods if not scored(m)]
+            if PROPAGATION in self.methods and not scored(PROPAGATION):
+                needed.append(self.registration_source(seed))
             for name in dict.fromkeys(m for m in needed if m and METHODS[m].trainer):
                 fold = self._model_dir(seed, METHODS[name])
                 if isfile(join(fold, "checkpoint_final.pth")):
@@ -374,10 +381,9 @@ class Benchmark:
 
     def _run_seed(self, seed: int) -> None:
         """Every method of one seed; (seed, method) pairs scored before are skipped."""
-        order = [m for m in self.methods if m != "atlas_propagation"]
         os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
-        reg_source = self.registration_source(seed, order)
-        todo = order + (["atlas_propagation"] if "atlas_propagation" in self.methods else [])
+        reg_source = self.registration_source(seed)
+        todo = self.direct_methods + ([PROPAGATION] if PROPAGATION in self.methods else [])
         for i, name in enumerate(todo):
             score_file = self._score_file(seed, name)
             if isfile(score_file):
@@ -406,7 +412,7 @@ class Benchmark:
                 _say(f"[seed {seed}] {name} failed: {e}")
                 raise
             rec.update(self.score(seed, name))
-            if name == "atlas_propagation":
+            if name == PROPAGATION:
                 rec["registration"] = self.registration_quality(seed, reg_source)
             rec["pool_dice"] = self.pool_score(seed, name, reg_source)
             self._write_json(score_file, rec)
