@@ -6,12 +6,14 @@
 #   bash benchmarks/gpu_benchmark.sh start B           launch in B (detached: it outlives this shell)
 #   bash benchmarks/gpu_benchmark.sh wait B OUT SECS   wait up to SECS, then report what has finished and
 #                                                      pack config, score records, logs and report into OUT
+#   bash benchmarks/gpu_benchmark.sh stop B            stop the runs (before a last `wait B OUT 0` when the
+#                                                      lease is about to end: no checkpoint is then half written)
 # Either again resumes (the benchmark skips scored pairs and resumes trainings from their checkpoints).
 # Env: DATASET (990), SEEDS ("0 1 2"), EPOCHS (160), METHOD_GROUPS (';'-separated, one process each),
 # BENCH_ARGS (more benchmark options, e.g. "--registration-iterations 300"), and nnU-Net's nnUNet_raw,
 # nnUNet_preprocessed (the dataset planned with `nnunetv2-oneshot plan ID --cpu`), nnUNet_results.
 set -uo pipefail
-mode=${1:?usage: gpu_benchmark.sh start B | wait B OUT SECONDS}; B=$(realpath -m "${2:?benchmark folder}")
+mode=${1:?usage: gpu_benchmark.sh start B | wait B OUT SECONDS | stop B}; B=$(realpath -m "${2:?benchmark folder}")
 DATASET=${DATASET:-990}; SEEDS=${SEEDS:-"0 1 2"}; EPOCHS=${EPOCHS:-160}
 IFS=';' read -r -a GROUPS_ <<< "${METHOD_GROUPS:-OneShotDistillTrainer atlas_propagation;nnUNetTrainer_1label;nnUNetTrainer_all_labels}"
 common=(benchmark "$DATASET" -o "$B" --seeds $SEEDS --jobs 3 --epochs "$EPOCHS" -device cuda --no-cost ${BENCH_ARGS:-})
@@ -35,6 +37,14 @@ if [ "$mode" = start ]; then
     exit 0
 fi
 
+if [ "$mode" = stop ]; then
+    # each group leads its own process group (setsid): stop it with its trainings and data-loading workers
+    for f in "$B"/logs/group*.pid; do [ -f "$f" ] && kill -- -"$(cat "$f")" 2>/dev/null; done
+    for _ in $(seq 30); do running || break; sleep 1; done
+    running && echo "still running in $B" || echo "stopped the runs in $B"
+    exit 0
+fi
+
 [ "$mode" = wait ] || { echo "unknown mode $mode"; exit 2; }
 OUT=$(realpath -m "${3:?OUT}"); SECS=${4:?SECONDS}; end=$((SECONDS + SECS)); mkdir -p "$OUT"
 while running && [ $SECONDS -lt $end ]; do
@@ -50,8 +60,9 @@ all_methods=$(echo "${GROUPS_[@]}")
 nnunetv2-oneshot "${common[@]}" --report-only --methods $all_methods 2>&1 | tail -n 20
 (cd "$B" && tar czf "$OUT/gpu_benchmark.tar.gz" \
     $(ls -d config.json seed*/scores logs/*.out logs/*.log *.json *.md *.png 2>/dev/null | sort -u))
-# trained but not yet scored (a lease can end in between): their final checkpoints too, in parts of at most
-# 15 MiB, so that the same benchmark rerun elsewhere, any -device, scores them without training again:
+# not yet scored (a lease can end in between): the final checkpoints of the trained models and the latest of
+# those still training, in parts of at most 15 MiB, so that the same benchmark rerun elsewhere, any -device,
+# scores the first without training again and resumes the others from their last checkpoint:
 #   cat models.tar.part* | tar x -C B2  (B2 holding the unpacked gpu_benchmark.tar.gz), then the benchmark on B2
 python3 - "$B" $all_methods > "$B/unscored.txt" <<'EOF'
 import glob, json, os, sys
@@ -64,6 +75,7 @@ for f in bench.unscored_model_files():
     print(f)
 EOF
 if [ -s "$B/unscored.txt" ]; then
-    echo "trained, not scored: $(grep -c checkpoint_final "$B/unscored.txt") models, packed into $OUT/models.tar.part*"
+    echo "trained, not scored: $(grep -c checkpoint_final "$B/unscored.txt") models; still training:" \
+        "$(grep -c checkpoint_latest "$B/unscored.txt"); packed into $OUT/models.tar.part*"
     (cd "$B" && sort -u unscored.txt | tar cf - -T - | split -b 15m - "$OUT/models.tar.part")
 fi

@@ -289,6 +289,56 @@ def test_gpu_script_packs_what_another_machine_needs_to_finish_the_run(bench, tm
         assert 0.0 <= json.loads((b2 / "seed0" / "scores" / f"{m}.json").read_text())["dice"]["mean"] <= 1.0
 
 
+def test_gpu_script_packs_a_training_in_progress_and_another_machine_resumes_it(bench, tmp_path):
+    """A lease can also end during a training: ``stop`` ends the runs, ``wait`` packs the model's latest
+    checkpoint with its registration stage (not the final one it does not have yet), and the same benchmark
+    elsewhere resumes it from that epoch instead of starting again."""
+    import re
+    import subprocess
+    import tarfile
+    import threading
+    import torch
+    root, env, out, _ = bench
+    b, packed, b2 = tmp_path / "b", tmp_path / "packed", tmp_path / "b2"
+    shutil.copytree(out, b, ignore=shutil.ignore_patterns("predictions*"))
+    for m in ("OneShotDistillTrainer", "atlas_propagation"):
+        (b / "seed0" / "scores" / f"{m}.json").unlink()
+    fold = "seed0/nnUNet_results/Dataset901_Toy/OneShotDistillTrainer__nnUNetPlans__3d_fullres/fold_all"
+    final = b / fold / "checkpoint_final.pth"
+    torch.save(dict(torch.load(final, map_location="cpu", weights_only=False), current_epoch=1),
+               b / fold / "checkpoint_latest.pth")  # as saved after epoch 1 of 2
+    final.unlink()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.sh"
+    genv = dict(env, DATASET="901", SEEDS="0", EPOCHS="2", METHOD_GROUPS="OneShotDistillTrainer atlas_propagation",
+                BENCH_ARGS="-p nnUNetPlans --iterations 3 --registration-iterations 4")
+    group = subprocess.Popen(["setsid", "sleep", "300"])  # a run still going when the lease ends
+    threading.Thread(target=group.wait, daemon=True).start()  # reaped at once, as init would
+    (b / "logs" / "group0.pid").write_text(str(group.pid))
+    r = subprocess.run(["bash", str(script), "stop", str(b)], env=genv, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0 and "stopped the runs" in r.stdout and group.poll() is not None, r.stdout + r.stderr
+    r = subprocess.run(["bash", str(script), "wait", str(b), str(packed), "0"], env=genv, cwd=root,
+                       capture_output=True, text=True)
+    assert "trained, not scored: 0 models; still training: 1" in r.stdout, r.stdout + r.stderr
+    b2.mkdir()
+    with tarfile.open(packed / "gpu_benchmark.tar.gz") as t:
+        t.extractall(b2, filter="data")
+    (tmp_path / "models.tar").write_bytes(b"".join(p.read_bytes() for p in sorted(packed.glob("models.tar.part*"))))
+    with tarfile.open(tmp_path / "models.tar") as t:
+        names = t.getnames()
+        t.extractall(b2, filter="data")
+    assert {f"{fold}/checkpoint_latest.pth", f"{fold}/checkpoint_registration.pth"} <= set(names)
+    assert not any(n.endswith(("checkpoint_final.pth", "checkpoint_best.pth")) for n in names)
+    log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(b2), "--seeds", "0", "--no-cost",
+                   "--methods", "OneShotDistillTrainer", "atlas_propagation", *TINY], env, root)
+    assert "training OneShotDistillTrainer (resuming" in log
+    train_log = (b2 / "logs" / "train_seed0_OneShotDistillTrainer.log").read_text()
+    train_log = train_log.split("nnunetv2_oneshot.benchmark._train")[-1]  # this rerun's leg, after the packed one
+    assert re.search(r": Epoch 1$", train_log, re.M) and not re.search(r": Epoch 0$", train_log, re.M)
+    assert "Registration stage already done" in train_log and "Stage 1/2" not in train_log
+    for m in ("OneShotDistillTrainer", "atlas_propagation"):
+        assert 0.0 <= json.loads((b2 / "seed0" / "scores" / f"{m}.json").read_text())["dice"]["mean"] <= 1.0
+
+
 def test_a_rerun_with_other_methods_starts_from_the_seeds_registration_net(bench, tmp_path):
     """A later rerun's --methods need not list the method that trained the seed's registration net: a new
     one-shot method still starts from that net, and one that is half trained is refused in one line."""

@@ -360,11 +360,14 @@ class Benchmark:
         return next((m for m in order if m in trained), trained[0] if trained else first)
 
     def unscored_model_files(self) -> List[str]:
-        """Files, relative to the output folder, of the trained models a rerun still needs to score: the final
-        checkpoint (with plans, dataset.json and training logs) of each (seed, method) trained but without a
-        score record, and of the seed's registration source while its atlas_propagation is unscored. With
-        config.json and the records they let another machine (any -device) finish the run without training
-        again; ``benchmarks/gpu_benchmark.sh`` packs them when a GPU lease is about to end."""
+        """Files, relative to the output folder, that let a rerun on another machine (any -device) finish the run
+        without training again from scratch: of each (seed, method) without a score record (and of the seed's
+        registration source while its atlas_propagation is unscored), the final checkpoint of a trained model or,
+        of one still training, what resuming it needs (checkpoint_latest.pth, the registration stage's
+        checkpoint that other methods of the seed start from, the classical backend's cached flows), with plans,
+        dataset.json and training logs. ``benchmarks/gpu_benchmark.sh`` packs them when a GPU lease is about to
+        end."""
+        from nnunetv2_oneshot.trainers.regaug import CLASSICAL_FLOW_CACHE
         files = []
         for seed in self.seeds:
             scored = lambda name: isfile(self._score_file(seed, name))
@@ -374,9 +377,15 @@ class Benchmark:
             for name in dict.fromkeys(m for m in needed if m and METHODS[m].trainer):
                 fold = self._model_dir(seed, METHODS[name])
                 if isfile(join(fold, "checkpoint_final.pth")):
-                    found = [join(fold, "checkpoint_final.pth"), join(fold, "..", "plans.json"),
-                             join(fold, "..", "dataset.json")] + sorted(glob(join(fold, "training_log_*.txt")))
-                    files += [os.path.relpath(os.path.normpath(f), self.out) for f in found]
+                    state = ["checkpoint_final.pth"]
+                elif isfile(join(fold, "checkpoint_latest.pth")):  # still training: what --c resumes from
+                    state = ["checkpoint_latest.pth", "checkpoint_registration.pth", CLASSICAL_FLOW_CACHE]
+                else:
+                    continue
+                found = [join(fold, f) for f in state] + [join(fold, "..", "plans.json"),
+                                                          join(fold, "..", "dataset.json")]
+                found = [f for f in found if isfile(f)] + sorted(glob(join(fold, "training_log_*.txt")))
+                files += [os.path.relpath(os.path.normpath(f), self.out) for f in found]
         return list(dict.fromkeys(files))
 
     def _run_seed(self, seed: int) -> None:
