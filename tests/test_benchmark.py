@@ -251,32 +251,44 @@ def test_a_run_started_on_a_gpu_machine_is_finished_on_this_one(bench, tmp_path)
     assert res["machine"].split("; ") in (["a GPU machine", rec["machine"]], [rec["machine"], "a GPU machine"])
 
 
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.sh"
+
+
+def _gpu_script(env, root, *args, **more_env):
+    """``gpu_benchmark.sh`` on the toy benchmark's budget (seed 0, 2 epochs)."""
+    import subprocess
+    genv = dict(env, DATASET="901", SEEDS="0", EPOCHS="2",
+                BENCH_ARGS="-p nnUNetPlans --iterations 3 --registration-iterations 4", **more_env)
+    return subprocess.run(["bash", str(GPU_SCRIPT), *map(str, args)], env=genv, cwd=root, capture_output=True,
+                          text=True)
+
+
+def _unpack_gpu_pack(packed, dest, tmp_path):
+    """What README says to do elsewhere with the pack of ``gpu_benchmark.sh wait``: (records' names, models')."""
+    import tarfile
+    dest.mkdir()
+    with tarfile.open(packed / "gpu_benchmark.tar.gz") as t:
+        t.extractall(dest, filter="data")
+        records = t.getnames()
+    (tmp_path / "models.tar").write_bytes(b"".join(p.read_bytes() for p in sorted(packed.glob("models.tar.part*"))))
+    with tarfile.open(tmp_path / "models.tar") as t:
+        t.extractall(dest, filter="data")
+        return records, t.getnames()
+
+
 def test_gpu_script_packs_what_another_machine_needs_to_finish_the_run(bench, tmp_path):
     """When a GPU lease ends between training and scoring, ``gpu_benchmark.sh wait`` packs the records and the
     final checkpoints of the trained-but-unscored models (and the registration source's while propagation is
     unscored), nothing else; unpacked elsewhere, the same benchmark scores them without training."""
-    import subprocess
-    import tarfile
     root, env, out, _ = bench
     b, packed, b2 = tmp_path / "b", tmp_path / "packed", tmp_path / "b2"
     shutil.copytree(out, b, ignore=shutil.ignore_patterns("predictions*"))
     for m in ("nnUNetTrainer_1label", "atlas_propagation"):
         (b / "seed0" / "scores" / f"{m}.json").unlink()
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.sh"
-    genv = dict(env, DATASET="901", SEEDS="0", EPOCHS="2",
-                BENCH_ARGS="-p nnUNetPlans --iterations 3 --registration-iterations 4")
-    r = subprocess.run(["bash", str(script), "wait", str(b), str(packed), "0"], env=genv, cwd=root,
-                       capture_output=True, text=True)
+    r = _gpu_script(env, root, "wait", b, packed, 0)
     assert r.returncode == 0 and "trained, not scored: 2 models" in r.stdout, r.stdout + r.stderr
-    b2.mkdir()
-    with tarfile.open(packed / "gpu_benchmark.tar.gz") as t:
-        t.extractall(b2, filter="data")
-        assert "config.json" in t.getnames() and "seed0/scores/OneShotDistillTrainer.json" in t.getnames()
-    parts = sorted(packed.glob("models.tar.part*"))
-    (tmp_path / "models.tar").write_bytes(b"".join(p.read_bytes() for p in parts))
-    with tarfile.open(tmp_path / "models.tar") as t:
-        names = t.getnames()
-        t.extractall(b2, filter="data")
+    records, names = _unpack_gpu_pack(packed, b2, tmp_path)
+    assert "config.json" in records and "seed0/scores/OneShotDistillTrainer.json" in records
     finals = sorted(n for n in names if n.endswith("checkpoint_final.pth"))
     models = "seed0/nnUNet_results/Dataset901_Toy"
     assert finals == [f"{models}/OneShotDistillTrainer__nnUNetPlans__3d_fullres/fold_all/checkpoint_final.pth",
@@ -295,7 +307,6 @@ def test_gpu_script_packs_a_training_in_progress_and_another_machine_resumes_it(
     elsewhere resumes it from that epoch instead of starting again."""
     import re
     import subprocess
-    import tarfile
     import threading
     import torch
     root, env, out, _ = bench
@@ -308,24 +319,15 @@ def test_gpu_script_packs_a_training_in_progress_and_another_machine_resumes_it(
     torch.save(dict(torch.load(final, map_location="cpu", weights_only=False), current_epoch=1),
                b / fold / "checkpoint_latest.pth")  # as saved after epoch 1 of 2
     final.unlink()
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_benchmark.sh"
-    genv = dict(env, DATASET="901", SEEDS="0", EPOCHS="2", METHOD_GROUPS="OneShotDistillTrainer atlas_propagation",
-                BENCH_ARGS="-p nnUNetPlans --iterations 3 --registration-iterations 4")
     group = subprocess.Popen(["setsid", "sleep", "300"])  # a run still going when the lease ends
     threading.Thread(target=group.wait, daemon=True).start()  # reaped at once, as init would
     (b / "logs" / "group0.pid").write_text(str(group.pid))
-    r = subprocess.run(["bash", str(script), "stop", str(b)], env=genv, cwd=root, capture_output=True, text=True)
+    groups = dict(METHOD_GROUPS="OneShotDistillTrainer atlas_propagation")
+    r = _gpu_script(env, root, "stop", b, **groups)
     assert r.returncode == 0 and "stopped the runs" in r.stdout and group.poll() is not None, r.stdout + r.stderr
-    r = subprocess.run(["bash", str(script), "wait", str(b), str(packed), "0"], env=genv, cwd=root,
-                       capture_output=True, text=True)
+    r = _gpu_script(env, root, "wait", b, packed, 0, **groups)
     assert "trained, not scored: 0 models; still training: 1" in r.stdout, r.stdout + r.stderr
-    b2.mkdir()
-    with tarfile.open(packed / "gpu_benchmark.tar.gz") as t:
-        t.extractall(b2, filter="data")
-    (tmp_path / "models.tar").write_bytes(b"".join(p.read_bytes() for p in sorted(packed.glob("models.tar.part*"))))
-    with tarfile.open(tmp_path / "models.tar") as t:
-        names = t.getnames()
-        t.extractall(b2, filter="data")
+    _, names = _unpack_gpu_pack(packed, b2, tmp_path)
     assert {f"{fold}/checkpoint_latest.pth", f"{fold}/checkpoint_registration.pth"} <= set(names)
     assert not any(n.endswith(("checkpoint_final.pth", "checkpoint_best.pth")) for n in names)
     log = run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(b2), "--seeds", "0", "--no-cost",
