@@ -165,6 +165,32 @@ def test_pool_scores_judge_the_method_without_the_test_donors(bench):
     assert "(goal <= 1.6)" in goal_line["train_iter_time_ratio"]
 
 
+def _record(method, seed, dice):
+    per = {"outer": dice, "inner": dice}
+    return {"method": method, "seed": seed, "dice": {"per_label": per, "mean": dice},
+            "hd95": {"per_label": {"outer": 1.0, "inner": 1.0}, "mean": 1.0},
+            "pool_dice": {"per_label": per, "mean": dice}, "train_s": 60.0}
+
+
+@pytest.mark.parametrize("one_label_seeds, note", [((0, 1), False), ((0, 1, 2), True)])
+def test_report_says_when_goals_and_paired_differences_use_different_seeds(one_label_seeds, note):
+    from nnunetv2_oneshot.benchmark import report
+    one_label = {0: 0.70, 1: 0.72, 2: 0.80}
+    scores = {"OneShotDistillTrainer": [_record("OneShotDistillTrainer", s, d) for s, d in ((0, 0.68), (1, 0.71))],
+              "nnUNetTrainer_1label": [_record("nnUNetTrainer_1label", s, one_label[s]) for s in one_label_seeds]}
+    methods = report.aggregate(scores)
+    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": list(one_label_seeds),
+           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
+           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}, "methods": methods,
+           "goals": report.goals(methods, None), "headroom": report.headroom(methods), "paired": report.paired(methods)}
+    md = report.markdown(res, {})
+    # the goal is the difference of the table's means; the paired difference only ever sees seeds 0 and 1
+    gain = res["goals"]["dice_gain_vs_1label"]["value"]
+    assert gain == pytest.approx(0.695 - sum(one_label[s] for s in one_label_seeds) / len(one_label_seeds))
+    assert res["paired"]["OneShotDistillTrainer"]["vs_nnUNetTrainer_1label"]["test"]["mean"] == pytest.approx(-0.015)
+    assert ("each over its own seeds" in md) == note
+
+
 def test_report_only_reports_finished_pairs_and_trains_nothing(bench):
     root, env, out, _ = bench
     before = snapshot(out / "seed0")

@@ -250,6 +250,12 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
         for k, g in res["goals"].items():
             lines.append(f"- {k}: {g['value']:.3f} (goal {'<=' if k.endswith('time_ratio') else '>='} {g['goal']}) -> "
                          f"**{'met' if g['met'] else 'NOT met'}**")
+        # a row with a seed the others lack moves its mean, not the others': say so, or the goals and the
+        # paired differences below seem to disagree
+        seed_sets = {tuple(m[r]["seeds"]) for r in (OURS, ONE_LABEL, UPPER, PROPAGATION, REGISTRATION) if r in m}
+        if len(seed_sets) > 1:
+            lines += ["", "The goals compare the table's means, each over its own seeds (the seeds column); the "
+                          "differences paired by seed below use only the seeds both sides have."]
     h = res.get("headroom")
     if h:
         paired = ", ".join(f"{v:+.3f}" for v in h.get("gain_vs_1label_per_seed", {}).values())
