@@ -236,6 +236,14 @@ def test_score_records_alone_make_the_report_again(bench, tmp_path):
     assert again["convergence"] == full["convergence"] and again["convergence"]["seed"] == 0
     assert (kept / "Dataset901_Toy_curves.png").stat().st_size > 1000
     assert not (kept / "Dataset901_Toy_overlay.png").exists()  # needs the predictions: left out, not faked
+    assert "overlay" not in (kept / "Dataset901_Toy.md").read_text()
+    # a results folder keeps the overlay drawn where the predictions were: the report links it, untouched
+    shutil.copy(out / "Dataset901_Toy_overlay.png", kept)
+    drawn = (kept / "Dataset901_Toy_overlay.png").read_bytes()
+    run_cmd([f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(kept), "--report-only", "-device", "cuda",
+             "--methods", *METHODS, *TINY], env, root)
+    assert "![overlay](Dataset901_Toy_overlay.png)" in (kept / "Dataset901_Toy.md").read_text()
+    assert (kept / "Dataset901_Toy_overlay.png").read_bytes() == drawn
 
 
 def test_one_shot_trainers_of_a_seed_share_one_registration_net(bench):

@@ -340,9 +340,11 @@ def write(bench, cost: Optional[dict]) -> dict:
     preds = {m: join(bench._seed_dir(bench.seeds[0]), "predictions", m, case) for m in methods
              if m in (ONE_LABEL, PROPAGATION, REGISTRATION, OURS, UPPER)}
     preds = {k: v for k, v in preds.items() if isfile(v)}
+    f = join(bench.out, f"{bench.name}_overlay.png")
     if preds and isfile(image):
-        f = join(bench.out, f"{bench.name}_overlay.png")
         overlay_png(image, join(ref, case), preds, f)
+        files["overlay"] = f
+    elif isfile(f):  # drawn by an earlier report; this folder no longer has the predictions to redraw it
         files["overlay"] = f
     with open(join(bench.out, f"{bench.name}.json"), "w") as fh:
         json.dump(res, fh, indent=1)
