@@ -45,9 +45,13 @@ METHODS = {
     "OneShotDistillTrainer_pseudoLabels": Method("OneShotDistillTrainer_pseudoLabels", registration=True,
                                                  description="variant: half of the samples are real pool scans "
                                                              "with their registration pseudo-labels"),
+    # the method since its default moved means only; the name stays for the records made under it
     "OneShotDistillTrainer_meanShift": Method("OneShotDistillTrainer_meanShift", registration=True,
                                               description="variant: the appearance change moves structure means "
                                                           "only, not their spread"),
+    "OneShotDistillTrainer_spreadMatch": Method("OneShotDistillTrainer_spreadMatch", registration=True,
+                                                description="variant: the appearance change scales structure "
+                                                            "spreads too (the method's old default)"),
     # registration=False: it trains no registration net, so it neither gets nor lends one (share_registration)
     "OneShotDistillTrainer_classicalReg": Method("OneShotDistillTrainer_classicalReg",
                                                  description="variant: flows from classical registration "
