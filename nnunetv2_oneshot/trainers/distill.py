@@ -46,7 +46,7 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         self.synthesis_with_real_image = True
         # the appearance change moves structure means only: scaling their spread too made the pairs less
         # realistic (benchmarks/synthetic_gap.py) and the student worse on three brain seeds (pool −0.018 ±
-        # 0.007); OneShotDistillTrainer_spreadMatch keeps the old behaviour
+        # 0.007) and on the chest CT's seed 0 (pool −0.006); OneShotDistillTrainer_spreadMatch keeps the old one
         self.synthesis.appearance_match_spread = False
         # convs per stage of the teacher; None = as planned for the student. The hint needs only the decoder
         # features' SHAPES to match (stages, widths, strides), so 1 conv per stage halves the teacher's cost.
