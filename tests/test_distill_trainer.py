@@ -194,3 +194,44 @@ print('FILES', sorted(os.listdir(t.output_folder)))
     assert "CACHED 4 0 True True" in out  # 4 pairs registered once, none again on the "resume"
     assert "CHANGED 1" in out
     assert "FILES ['registration_classical_flows.npz']" in out
+
+
+def test_self_training_labels_the_pool_with_the_student_on_schedule(toy_planned):
+    """``self_training_start_fraction``: a real training writes the student's labels of every unlabelled scan
+    (canvas-shaped, valid label values) at the start epoch, replacing a stale file of an earlier run, and
+    leaves the student training with deep supervision; the refresh schedule follows the fractions."""
+    root, env, _ = toy_planned
+    code = """
+import os, numpy as np, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2_oneshot.trainers.regaug import STUDENT_LABELS
+t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))
+t.output_folder = os.path.join(os.getcwd(), 'self_training_check')
+os.makedirs(t.output_folder, exist_ok=True)
+path = os.path.join(t.output_folder, STUDENT_LABELS)
+np.savez(path, stale=np.zeros(3))
+t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch = 2, 3, 1
+t.self_training_start_fraction, t.self_training_refresh_fraction = 0.5, 0.5
+t.run_training()
+log = open(t.log_file).read()
+with np.load(path) as f:
+    labels = {k: f[k] for k in f.files}
+subjects = t.oneshot_data['subjects']
+assert sorted(labels) == sorted(subjects), sorted(labels)
+canvas = next(iter(subjects.values())).shape[1:]
+assert all(v.shape == (1, *canvas) and set(np.unique(v)) <= set(t.label_manager.all_labels) for v in labels.values())
+again = t.refresh_student_labels()
+assert t.network.training and t.network.decoder.deep_supervision
+assert all(np.array_equal(again[k], t._synthetic_dataset.student_labels()[k]) for k in again)
+due = []
+t.num_epochs, t.self_training_refresh_fraction, t._student_labels_epoch = 10, 0.2, None
+for e in range(10):
+    t.current_epoch = e
+    if t._self_training_due():
+        due.append(e)
+        t._student_labels_epoch = e
+print('SELFTRAIN', log.count('Self-training: the student labelled'), due)
+"""
+    env = dict(env, nnUNet_n_proc_DA="1")  # one augmentation worker: it must read the labels from the file
+    out = run_cmd([f"{BIN}/python", "-c", code], env, root)
+    assert "SELFTRAIN 1 [5, 7, 9]" in out, out[-2000:]

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,57 @@ def test_sample_shares_must_be_probabilities(atlas_prob, pseudo_label_prob):
                  SynthesisConfig(atlas_prob=atlas_prob, pseudo_label_prob=pseudo_label_prob))
     with pytest.raises(ValueError, match="pseudo_label_prob"):
         SyntheticPairDataset(syn, {"s": {}}, atlas_locations={"a": {}})
+
+
+def _write_labels(path, labels):
+    tmp = str(path) + "_tmp.npz"
+    np.savez(tmp, **labels)
+    os.replace(tmp, path)  # as the trainer does: a new file, never one rewritten in place
+
+
+@pytest.mark.parametrize("student_label_prob", [0.3, 1.0])
+def test_student_labels_are_used_once_written_and_reread_when_replaced(tmp_path, student_label_prob):
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, lab = _atlas()
+    flow = np.zeros((3, *S), np.float32)
+    flow[0] = 1.0
+    subj = np.roll(img, -1, axis=1) * 3 + 5
+    syn = _synth({("a", "s"): flow}, {"s": subj}, SynthesisConfig(0.0, 2.0, (1, 1), 0.8))
+    path = tmp_path / "self_training_labels.npz"
+    ds = SyntheticPairDataset(syn, {"s": "subject locations"}, with_real_image=True, student_labels_path=str(path),
+                              student_label_prob=student_label_prob)
+    plain = SyntheticPairDataset(syn, {"s": "subject locations"}, with_real_image=True)
+    # before the trainer has written any: the very samples of a data set without self-training
+    for seed in range(5):
+        np.random.seed(seed)
+        a = ds.load_case("s")
+        np.random.seed(seed)
+        b = plain.load_case("s")
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    for round_no, value in enumerate((1, 2)):
+        student = np.zeros_like(lab)
+        student[0, 2:6, 2:6, 2:6] = value  # unlike any warped atlas label
+        _write_labels(path, {"s": student})
+        np.random.seed(10 + round_no)
+        n, hits = 300, 0
+        for _ in range(n):
+            data, seg, _, props = ds.load_case("s")
+            if np.array_equal(seg, student):
+                hits += 1
+                np.testing.assert_array_equal(data, np.concatenate([subj, subj]))
+                assert props["class_locations"] == "subject locations"
+                data[:] = 0  # in-place augmentation must not reach the scan or the cached labels
+                seg[:] = 0
+        assert abs(hits / n - student_label_prob) < 0.08, (round_no, hits)
+    np.testing.assert_array_equal(syn.subjects["s"], np.roll(img, -1, axis=1) * 3 + 5)
+    os.remove(path)
+    assert ds.student_labels() is None
+
+
+def test_student_label_prob_must_be_a_probability():
+    from nnunetv2_oneshot.trainers.regaug import SyntheticPairDataset
+    img, _ = _atlas()
+    syn = _synth({("a", "s"): np.zeros((3, *S), np.float32)}, {"s": img}, SynthesisConfig())
+    with pytest.raises(ValueError, match="student_label_prob"):
+        SyntheticPairDataset(syn, {"s": {}}, student_labels_path="x.npz", student_label_prob=1.5)

@@ -52,6 +52,9 @@ METHODS = {
     "OneShotDistillTrainer_spreadMatch": Method("OneShotDistillTrainer_spreadMatch", registration=True,
                                                 description="variant: the appearance change scales structure "
                                                             "spreads too (the method's old default)"),
+    "OneShotDistillTrainer_selfTrain": Method("OneShotDistillTrainer_selfTrain", registration=True,
+                                              description="variant: from half of the epochs on, half of the "
+                                                          "samples are pool scans labelled by the student itself"),
     # registration=False: it trains no registration net, so it neither gets nor lends one (share_registration)
     "OneShotDistillTrainer_classicalReg": Method("OneShotDistillTrainer_classicalReg",
                                                  description="variant: flows from classical registration "

@@ -36,6 +36,18 @@ VALIDATION_NOTE = ("One-shot training: there is no labelled validation data. The
 
 
 CLASSICAL_FLOW_CACHE = "registration_classical_flows.npz"
+# the student's own labels of the unlabelled scans, for self-training (canvas shape, int16), beside the checkpoints
+STUDENT_LABELS = "self_training_labels.npz"
+
+
+def _mean_dice(a: np.ndarray, b: np.ndarray, labels) -> float:
+    """Mean Dice over ``labels`` of two label maps; a label absent from both counts 1."""
+    d = []
+    for k in labels:
+        x, y = a == k, b == k
+        s = x.sum() + y.sum()
+        d.append(1.0 if s == 0 else 2.0 * np.logical_and(x, y).sum() / s)
+    return float(np.mean(d))
 
 
 class ClassicalFlowCache:
@@ -88,12 +100,22 @@ class SyntheticPairDataset:
     after the synthetic ones (C synthetic + C real), so that spatial augmentation keeps them aligned."""
 
     def __init__(self, synthesizer: PairSynthesizer, class_locations: Dict[str, dict], with_real_image: bool = False,
-                 atlas_locations: Optional[Dict[str, dict]] = None):
+                 atlas_locations: Optional[Dict[str, dict]] = None, student_labels_path: Optional[str] = None,
+                 student_label_prob: float = 0.0):
         self.synthesizer = synthesizer
         self.identifiers = list(synthesizer.subject_ids)
         self.class_locations = class_locations
         self.with_real_image = with_real_image
         self.atlas_locations = atlas_locations
+        # self-training: once the trainer has written the student's own labels of the unlabelled scans to this
+        # .npz ({subject id: (1, *S) int16}), ``student_label_prob`` of the samples are a real scan with them. A
+        # file, not an attribute: nnU-Net's augmentation workers hold a copy of this object made at start-up,
+        # so they re-read the file whenever it is replaced instead.
+        self.student_labels_path = student_labels_path
+        self.student_label_prob = student_label_prob
+        self._student_labels = None  # ((inode, mtime_ns), {subject id: label})
+        if not 0 <= student_label_prob <= 1:
+            raise ValueError(f"student_label_prob must be in [0, 1], got {student_label_prob}")
         cfg = synthesizer.config
         if cfg.atlas_prob > 0 and atlas_locations is None:
             raise ValueError("SynthesisConfig.atlas_prob > 0 needs atlas_locations")
@@ -101,10 +123,33 @@ class SyntheticPairDataset:
             raise ValueError(f"SynthesisConfig: atlas_prob ({cfg.atlas_prob}) and pseudo_label_prob "
                              f"({cfg.pseudo_label_prob}) must be >= 0 and sum to at most 1")
 
+    def student_labels(self) -> Optional[Dict[str, np.ndarray]]:
+        """The student's labels of the unlabelled scans as last written by the trainer; None before the first."""
+        if self.student_label_prob <= 0 or not self.student_labels_path:
+            return None
+        try:
+            st = os.stat(self.student_labels_path)
+        except FileNotFoundError:
+            self._student_labels = None
+            return None
+        version = (st.st_ino, st.st_mtime_ns)  # the trainer replaces the file: a new inode each time
+        if self._student_labels is None or self._student_labels[0] != version:
+            with np.load(self.student_labels_path) as f:
+                self._student_labels = (version, {k: f[k] for k in f.files})
+        return self._student_labels[1]
+
     def load_case(self, identifier: str):
         # nnU-Net's workers seed numpy's global state differently per process; draw our seed from it
         rng = np.random.default_rng(np.random.randint(0, 2 ** 31))
         cfg, syn = self.synthesizer.config, self.synthesizer
+        student = self.student_labels()
+        # drawn only once the student's labels exist, so that until then the sample stream is unchanged
+        if student is not None and rng.random() < self.student_label_prob:
+            # the real scan with the student's own label; it is its own real partner. Patch locations are those
+            # of its registration label: near enough for nnU-Net's foreground oversampling
+            image, label = syn.subjects[identifier].copy(), student[identifier].copy()
+            data = np.concatenate([image, image]) if self.with_real_image else image
+            return data, label, None, {"class_locations": self.class_locations[identifier]}
         # one draw decides the kind of sample; none when both shares are 0, so the default stream is unchanged
         u = rng.random() if cfg.atlas_prob + cfg.pseudo_label_prob > 0 else 1.0
         if u < cfg.atlas_prob:
@@ -167,12 +212,21 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         self.synthesis = SynthesisConfig(flow_interpolation_prob=0.5, flow_interpolation_beta=2.0,
                                          flow_scale_range=(1.0, 1.0), appearance_prob=0.8)
         self.synthesis_with_real_image = False  # distillation trainers set True
+        # --- self-training (None: off). From this fraction of the epochs on, ``self_training_prob`` of the samples
+        # are real unlabelled scans labelled by the student itself (sliding window on the canvas, no mirroring),
+        # predicted anew every ``self_training_refresh_fraction`` of the epochs. The pairs show the student one
+        # anatomy, the atlas's; its own labels of the real scans are the only other anatomy it can learn from.
+        self.self_training_start_fraction: Optional[float] = None
+        self.self_training_prob = 0.5
+        self.self_training_refresh_fraction = 0.1
         # state
         self.registration_net = None
         self.registration_optimizer = None
         self.registration_iteration = 0
         self.registration_log: List[Tuple[int, float, float]] = []  # (iteration, ncc loss, smoothness)
         self.oneshot_data = None
+        self._synthetic_dataset = None
+        self._student_labels_epoch = None  # epoch of the last self-training labels; None: none this process
 
     # ------------------------------------------------------------------ set-up
     def initialize(self):
@@ -421,8 +475,11 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         locations = {s: where(synth.exact_labels[(synth.atlas_ids[0], s)]) for s in synth.subject_ids}
         atlas_locations = {a: where(lab) for a, (_, lab) in d["atlases"].items()} \
             if self.synthesis.atlas_prob > 0 else None
-        return SyntheticPairDataset(synth, locations, with_real_image=self.synthesis_with_real_image,
-                                    atlas_locations=atlas_locations)
+        self._synthetic_dataset = SyntheticPairDataset(
+            synth, locations, with_real_image=self.synthesis_with_real_image, atlas_locations=atlas_locations,
+            student_labels_path=join(self.output_folder, STUDENT_LABELS),
+            student_label_prob=self.self_training_prob if self.self_training_start_fraction is not None else 0.0)
+        return self._synthetic_dataset
 
     def get_tr_and_val_datasets(self):
         _, val_keys = self.do_split()
@@ -436,7 +493,61 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         self._load_oneshot_data()
         self.train_registration()
         self.print_to_log_file("Stage 2/2: training the student (nnU-Net's planned network) on synthetic pairs")
+        # labels of an earlier run or an older student: a resumed run predicts them anew at its first epoch
+        if self.local_rank == 0 and isfile(join(self.output_folder, STUDENT_LABELS)):
+            os.remove(join(self.output_folder, STUDENT_LABELS))
         super().on_train_start()
+
+    # ------------------------------------------------------------------ self-training
+    def _self_training_due(self) -> bool:
+        if self.self_training_start_fraction is None:
+            return False
+        if self.current_epoch < int(round(self.self_training_start_fraction * self.num_epochs)):
+            return False
+        every = max(1, int(round(self.self_training_refresh_fraction * self.num_epochs)))
+        return self._student_labels_epoch is None or self.current_epoch - self._student_labels_epoch >= every
+
+    def refresh_student_labels(self) -> Dict[str, np.ndarray]:
+        """Labels every unlabelled scan (on the canvas) with the current student and writes them where the
+        training data set reads them (``STUDENT_LABELS`` in the output folder, replaced atomically)."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        t0 = time.time()
+        self.set_deep_supervision_enabled(False)
+        self.network.eval()
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=True, device=self.device, verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(self.network, self.plans_manager, self.configuration_manager, None,
+                                        self.dataset_json, type(self).__name__, None)
+        labels = {}
+        with torch.no_grad():
+            for s, img in self.oneshot_data["subjects"].items():
+                logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(img)).float().cpu()
+                labels[s] = self.label_manager.convert_logits_to_segmentation(logits).numpy()[None].astype(np.int16)
+        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        self.network.train()
+        # progress: how far the student has moved from the registration labels, and since its last labels
+        ds = self._synthetic_dataset
+        fg = self.label_manager.foreground_labels
+        agree = np.mean([_mean_dice(labels[s], ds.synthesizer.exact_labels[(ds.synthesizer.atlas_ids[0], s)], fg)
+                         for s in labels])
+        before = ds.student_labels() if ds is not None else None
+        changed = "" if before is None else ", %.2f%% of voxels changed since the last labels" % (
+            100 * np.mean([np.mean(labels[s] != before[s]) for s in labels]))
+        if self.local_rank == 0:
+            path = join(self.output_folder, STUDENT_LABELS)
+            tmp = path[:-len(".npz")] + "_tmp.npz"  # np.savez appends .npz to a name without it
+            np.savez(tmp, **labels)
+            os.replace(tmp, path)
+        self._student_labels_epoch = self.current_epoch
+        self.print_to_log_file(f"Self-training: the student labelled {len(labels)} unlabelled scans ({time.time() - t0:.0f}"
+                               f" s); mean Dice with their registration labels {agree:.3f}{changed}")
+        return labels
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        if self._self_training_due():
+            self.refresh_student_labels()
 
     def backward_and_step(self, loss: torch.Tensor):
         """nnU-Net's update (grad scaler on CUDA, gradient norm clipped at 12) over every parameter of the

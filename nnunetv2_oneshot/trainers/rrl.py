@@ -125,6 +125,8 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
         return stage_strides(self.configuration_manager.network_arch_init_kwargs["strides"], self.sam_feature_stage)
 
     def initialize(self):
+        if self.self_training_start_fraction is not None:  # its samples are always pairs (CoordinatePairDataset)
+            raise SystemExit("error: RRLMedSAMTrainer has no self-training; leave self_training_start_fraction None")
         if not self.was_initialized:
             from nnunetv2_oneshot.sam.litemedsam import LITEMEDSAM_EMBED_DIM
             feats = self.configuration_manager.network_arch_init_kwargs["features_per_stage"]

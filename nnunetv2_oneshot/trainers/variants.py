@@ -120,6 +120,19 @@ class OneShotDistillTrainer_classicalReg(OneShotDistillTrainer):
         self.registration_backend = "classical"
 
 
+class OneShotDistillTrainer_selfTrain(OneShotDistillTrainer):
+    """Self-training: from half of the epochs on, half of the samples are real unlabelled scans labelled by the
+    student itself, predicted anew every tenth of the epochs (``self_training_*``). The pairs show the student
+    one anatomy, the atlas's (benchmarks/README, "Why the student stops at one-label nnU-Net's level"); its
+    own labels of the real scans are better than their registration labels, which as samples did not help
+    (``_pseudoLabels``)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.self_training_start_fraction = 0.5
+
+
 # ---------------------------------------------------------------- ablations of RRL-MedSAM
 class RRLMedSAMTrainer_noEMA(RRLMedSAMTrainer):
     """No mutual EMA: the general and the medical encoder never exchange weights."""
@@ -181,6 +194,8 @@ OneShotDistillTrainer_spreadMatch_cpu = _budgeted("OneShotDistillTrainer_spreadM
                                                   OneShotDistillTrainer_spreadMatch, CPU, CPU_REG, CPU_HINT)
 OneShotDistillTrainer_classicalReg_cpu = _budgeted("OneShotDistillTrainer_classicalReg_cpu",
                                                    OneShotDistillTrainer_classicalReg, CPU, CPU_REG, CPU_HINT)
+OneShotDistillTrainer_selfTrain_cpu = _budgeted("OneShotDistillTrainer_selfTrain_cpu",
+                                                OneShotDistillTrainer_selfTrain, CPU, CPU_REG, CPU_HINT)
 RRLMedSAMTrainer_tiny = _budgeted("RRLMedSAMTrainer_tiny", RRLMedSAMTrainer, TINY, TINY_REG, TINY_SAM)
 RRLMedSAMTrainer_cpu = _budgeted("RRLMedSAMTrainer_cpu", RRLMedSAMTrainer, CPU, CPU_REG, CPU_SAM)
 RRLMedSAMTrainer_noEMA_cpu = _budgeted("RRLMedSAMTrainer_noEMA_cpu", RRLMedSAMTrainer_noEMA, CPU, CPU_REG, CPU_SAM)
