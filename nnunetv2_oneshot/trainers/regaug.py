@@ -531,7 +531,7 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         fg = self.label_manager.foreground_labels
         agree = np.mean([_mean_dice(labels[s], ds.synthesizer.exact_labels[(ds.synthesizer.atlas_ids[0], s)], fg)
                          for s in labels])
-        before = ds.student_labels() if ds is not None else None
+        before = ds.student_labels()  # the file's labels, read before it is replaced below
         changed = "" if before is None else ", %.2f%% of voxels changed since the last labels" % (
             100 * np.mean([np.mean(labels[s] != before[s]) for s in labels]))
         if self.local_rank == 0:
