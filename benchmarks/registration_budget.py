@@ -4,7 +4,8 @@ Trains the stage-1 registration net of OneShotRegAugTrainer_cpu (the CPU budget'
 on the dataset's atlas -> unlabelled pairs, and at each of ``--checkpoints`` iterations warps the atlas label
 onto every POOL scan and scores it against the pool's true labels (labelsUnlabelledOracle, which our
 generated datasets have). The test donors are never read: this is where the registration budget is chosen.
-Scores are mean Dice over the labels present, on the preprocessed canvas, averaged over the pool.
+Scores are mean Dice over the labels present in either map (nnU-Net's convention), on the preprocessed
+canvas, averaged over the pool.
 
     python benchmarks/registration_budget.py 990 --checkpoints 150 300 600 1200 \
         --json benchmarks/results/registration_budget_brain_cpu.json
@@ -44,6 +45,7 @@ def main(argv=None):
 
     from nnunetv2_oneshot.augmentation.synthesis import pad_to_shape
     from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
+    from nnunetv2_oneshot.evaluation import mean_dice
     from nnunetv2_oneshot.registration import folding_fraction
     from nnunetv2_oneshot.registration.transform import warp_labels
     from nnunetv2_oneshot.trainers.variants import OneShotRegAugTrainer_cpu
@@ -87,8 +89,7 @@ def main(argv=None):
         for s, flow in flows.items():
             w = atlas_lab[0, 0].numpy() if flow is None else warp_labels(atlas_lab, flow, num_classes)[0, 0].numpy()
             g = truth[s]
-            per_subject.append(np.mean([2 * np.sum((w == c) & (g == c)) / (np.sum(w == c) + np.sum(g == c))
-                                        for c in range(1, num_classes) if np.any(g == c)]))
+            per_subject.append(mean_dice(w, g, range(1, num_classes)))
         return float(np.mean(per_subject))
 
     res = {"dataset": name, "plans": a.plans, "pairs": len(d["subjects"]) * len(d["atlases"]),

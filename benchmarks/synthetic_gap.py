@@ -54,6 +54,7 @@ def main(argv=None):
     from nnunetv2_oneshot.benchmark.methods import METHODS
     from nnunetv2_oneshot.benchmark.run import Benchmark
     from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
+    from nnunetv2_oneshot.evaluation import label_dice
     from nnunetv2_oneshot.registration.transform import warp
     from nnunetv2_oneshot.trainers.regaug import OneShotRegAugTrainer
 
@@ -115,10 +116,6 @@ def main(argv=None):
 
     labels = {v: k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v > 0}
 
-    def dice(pred, ref):
-        return [2 * np.sum((pred == c) & (ref == c)) / max(1, np.sum(pred == c) + np.sum(ref == c))
-                for c in sorted(labels)]
-
     res = {"dataset": name, "seed": a.seed, "registration": reg, "methods": {}}
     print(f"{name}, seed {a.seed}: mean Dice over {len(synth.subject_ids)} pool scans "
           f"(synthetic = atlas warped onto them; appearance = the same at full appearance transfer; "
@@ -130,9 +127,9 @@ def main(argv=None):
         pr.initialize_from_trained_model_folder(os.path.dirname(model_dir(m)), ("all",), "checkpoint_final.pth")
         row = {}
         for kind, cases in sets.items():
-            per_case = [dice(pr.predict_sliding_window_return_logits(torch.from_numpy(img)).argmax(0).numpy(),
-                             lab[0]) for img, lab in cases.values()]
-            per_label = np.mean(per_case, 0)
+            per_case = [label_dice(pr.predict_sliding_window_return_logits(torch.from_numpy(img)).argmax(0).numpy(),
+                                   lab[0], sorted(labels)) for img, lab in cases.values()]
+            per_label = np.nanmean(per_case, 0)
             row[kind] = {"mean": float(per_label.mean()),
                          "per_label": {labels[c]: float(v) for c, v in zip(sorted(labels), per_label)}}
         res["methods"][m] = row

@@ -1,5 +1,6 @@
 """Scores a folder of segmentations against references: Dice with nnU-Net's own evaluation, HD95 (which
-nnU-Net does not compute) with a distance transform."""
+nnU-Net does not compute) with a distance transform; and Dice of two label maps in memory, by the same
+convention, for the scripts and logs that have arrays rather than files."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,27 @@ def dice_per_label(pred_folder: str, ref_folder: str, dataset_json: dict, num_pr
                                     dataset_json["file_ending"], labels, num_processes=num_processes)
     per_label = {names[l]: float(res["mean"][l]["Dice"]) for l in labels}
     return {"per_label": per_label, "mean": float(np.nanmean(list(per_label.values())))}
+
+
+def label_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Dice of each of ``labels`` between two label maps of one shape (any), shape (len(labels),): the in-memory
+    twin of :func:`dice_per_label` for one case, with nnU-Net's convention that a label absent from both maps
+    is NaN (skipped in means, never a zero or a one)."""
+    if pred.shape != ref.shape:
+        raise ValueError(f"label maps differ in shape: {pred.shape} vs {ref.shape}")
+    d = np.full(len(labels), np.nan)
+    for i, k in enumerate(labels):
+        p, r = pred == k, ref == k
+        s = int(p.sum()) + int(r.sum())
+        if s:
+            d[i] = 2.0 * int(np.logical_and(p, r).sum()) / s
+    return d
+
+
+def mean_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> float:
+    """:func:`label_dice` averaged over the labels present in either map; NaN when none is."""
+    d = label_dice(pred, ref, labels)
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
 
 def format_table(columns: Dict[str, Dict]) -> str:

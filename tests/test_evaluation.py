@@ -1,8 +1,9 @@
-"""HD95 (ours; nnU-Net computes only Dice) against geometry and against a brute-force computation."""
+"""HD95 (ours; nnU-Net computes only Dice) against geometry and against a brute-force computation; the in-memory
+Dice against nnU-Net's own evaluation."""
 import numpy as np
 import pytest
 
-from nnunetv2_oneshot.evaluation import _surface, hd95
+from nnunetv2_oneshot.evaluation import _surface, dice_per_label, hd95, label_dice, mean_dice
 
 
 def _ball(shape, center, radius):
@@ -50,3 +51,39 @@ def test_empty_masks():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         hd95(np.ones((4, 4, 4), bool), np.ones((4, 4, 5), bool), (1, 1, 1))
+
+
+@pytest.mark.parametrize("shape", [(9, 8, 7), (30, 20)])
+def test_label_dice_by_hand(shape):
+    ref = np.zeros(shape, np.int16)
+    ref[:4] = 1  # label 1: rows 0-3
+    pred = np.zeros(shape, np.int16)
+    pred[2:6] = 1  # overlap rows 2-3: Dice 2*2/(4+4) = 0.5
+    pred[-1] = 2  # label 2 only in the prediction: 0
+    d = label_dice(pred, ref, [1, 2, 3])  # label 3 in neither: NaN, skipped
+    np.testing.assert_allclose(d[:2], [0.5, 0.0])
+    assert np.isnan(d[2])
+    assert mean_dice(pred, ref, [1, 2, 3]) == pytest.approx(0.25)
+    assert mean_dice(ref, ref, [1]) == 1.0
+    assert np.isnan(mean_dice(pred, ref, [3, 4]))
+
+
+def test_label_dice_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        label_dice(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), [1])
+
+
+def test_mean_dice_matches_nnunet_evaluation_of_one_case(tmp_path):
+    """The in-memory Dice and the folder Dice (nnU-Net's evaluation) agree, a label absent from both included."""
+    import SimpleITK as sitk
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 3, (12, 10, 8)).astype(np.uint8)  # labels 0-2; label 3 absent from both
+    pred = np.where(rng.random(ref.shape) < 0.3, rng.integers(0, 3, ref.shape), ref).astype(np.uint8)
+    for folder, arr in (("pred", pred), ("ref", ref)):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / folder / "case.nii.gz"))
+    dataset_json = {"labels": {"background": 0, "a": 1, "b": 2, "c": 3}, "file_ending": ".nii.gz"}
+    res = dice_per_label(str(tmp_path / "pred"), str(tmp_path / "ref"), dataset_json)
+    np.testing.assert_allclose(label_dice(pred, ref, [1, 2]), [res["per_label"]["a"], res["per_label"]["b"]])
+    assert np.isnan(res["per_label"]["c"]) and np.isnan(label_dice(pred, ref, [3])[0])
+    assert mean_dice(pred, ref, [1, 2, 3]) == pytest.approx(res["mean"])

@@ -24,6 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_oneshot.trainers.common import AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice
 from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
+from nnunetv2_oneshot.evaluation import mean_dice
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
 from nnunetv2_oneshot.registration.transform import warp
 from nnunetv2_oneshot.unlabelled import load_unlabelled, preprocess_unlabelled
@@ -38,16 +39,6 @@ VALIDATION_NOTE = ("One-shot training: there is no labelled validation data. The
 CLASSICAL_FLOW_CACHE = "registration_classical_flows.npz"
 # the student's own labels of the unlabelled scans, for self-training (canvas shape, int16), beside the checkpoints
 STUDENT_LABELS = "self_training_labels.npz"
-
-
-def _mean_dice(a: np.ndarray, b: np.ndarray, labels) -> float:
-    """Mean Dice over ``labels`` of two label maps; a label absent from both counts 1."""
-    d = []
-    for k in labels:
-        x, y = a == k, b == k
-        s = x.sum() + y.sum()
-        d.append(1.0 if s == 0 else 2.0 * np.logical_and(x, y).sum() / s)
-    return float(np.mean(d))
 
 
 class ClassicalFlowCache:
@@ -529,7 +520,7 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         # progress: how far the student has moved from the registration labels, and since its last labels
         ds = self._synthetic_dataset
         fg = self.label_manager.foreground_labels
-        agree = np.mean([_mean_dice(labels[s], ds.synthesizer.exact_labels[(ds.synthesizer.atlas_ids[0], s)], fg)
+        agree = np.mean([mean_dice(labels[s], ds.synthesizer.exact_labels[(ds.synthesizer.atlas_ids[0], s)], fg)
                          for s in labels])
         before = ds.student_labels()  # the file's labels, read before it is replaced below
         changed = "" if before is None else ", %.2f%% of voxels changed since the last labels" % (
