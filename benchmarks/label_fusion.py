@@ -43,17 +43,20 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     import SimpleITK as sitk
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.paths import nnUNet_raw
     from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
     from nnunetv2_oneshot.evaluation import label_dice, mean_dice
+    from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
 
-    name = maybe_convert_to_dataset_name(a.dataset)
-    dataset_json = json.load(open(join(nnUNet_raw, name, "dataset.json")))
+    try:
+        raw = raw_dataset_folder(a.dataset)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    name = os.path.basename(raw)
+    dataset_json = json.load(open(join(raw, "dataset.json")))
     ending = dataset_json["file_ending"]
     names = {int(v): k for k, v in dataset_json["labels"].items() if k != "ignore" and int(v) > 0}
     labels = sorted(names)
-    ref_dir = a.reference or join(nnUNet_raw, name, ORACLE_LABELS_FOLDER)
+    ref_dir = a.reference or join(raw, ORACLE_LABELS_FOLDER)
     sources = dict(s.split("=", 1) for s in a.source)
     for folder in [a.student, ref_dir, *sources.values()]:
         if not isdir(folder):
@@ -74,12 +77,14 @@ def main(argv=None):
     for c in cases:
         ref, stu = read(ref_dir, c), read(a.student, c)
         conf = np.load(join(a.student, c + ".npz"))["probabilities"].max(0)  # same (z, y, x) order as sitk
-        row = {"student": mean_dice(stu, ref, labels), "student_per_label": label_dice(stu, ref, labels)}
+        d = label_dice(stu, ref, labels)
+        row = {"student": float(np.nanmean(d)), "student_per_label": d}
         for s, folder in sources.items():
             reg = read(folder, c)
             dis = reg != stu
             right = (lambda lab: float((lab[dis] == ref[dis]).mean())) if dis.any() else (lambda lab: float("nan"))
-            row[s] = {"dice": mean_dice(reg, ref, labels), "per_label": label_dice(reg, ref, labels),
+            d = label_dice(reg, ref, labels)
+            row[s] = {"dice": float(np.nanmean(d)), "per_label": d,
                       "disagree_fraction": float(dis.mean()),
                       "disagree_student_right": right(stu), "disagree_registration_right": right(reg),
                       "fused": {t: mean_dice(np.where(conf >= t, stu, reg), ref, labels) for t in THRESHOLDS},
