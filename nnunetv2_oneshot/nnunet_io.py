@@ -9,7 +9,7 @@ from nnunetv2_oneshot.validation import OneShotDataset, validate_oneshot_dataset
 def _require(var: str) -> str:
     import nnunetv2.paths as p
     value = getattr(p, var)
-    if not value:  # an _EnvPath in nnU-Net 2.8: falsy when the variable is unset
+    if not value or not str(value):  # an _EnvPath in nnU-Net 2.8: falsy when unset, truthy when set but empty
         raise ValueError(f"environment variable {var} is not set: export it (see README, 'Environment variables')")
     return str(value)
 

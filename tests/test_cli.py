@@ -95,8 +95,9 @@ def test_trainers_folder_loads_as_an_nnUNet_extTrainer_path():
         assert cls is not None and cls.__name__ == name
 
 
-def test_validate_without_nnUNet_raw_says_so_in_one_line(tmp_path):
-    r = _cli(["validate", "901"], _env(tmp_path, nnUNet_raw=None))
+@pytest.mark.parametrize("raw", [None, ""])  # unset, or set but empty
+def test_validate_without_nnUNet_raw_says_so_in_one_line(tmp_path, raw):
+    r = _cli(["validate", "901"], _env(tmp_path, nnUNet_raw=raw))
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("error:") and "nnUNet_raw is not set" in err
