@@ -88,8 +88,9 @@ class OneShotDistillTrainer_pseudoLabels(OneShotDistillTrainer):
 
 class OneShotDistillTrainer_meanShift(OneShotDistillTrainer):
     """Means-only appearance change (``synthesis.appearance_match_spread = False``), which is now the method's
-    default: this class is the method itself, kept so that the benchmark records made under this name, before
-    the default changed, are reproduced by it."""
+    default: this class is the method itself, kept so that the commands that made benchmark records under this
+    name, before the default changed, still run (the converged runs' records now carry the method's name, with
+    ``trained_as`` saying this one)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
