@@ -44,7 +44,7 @@ def main(argv=None):
 
     import SimpleITK as sitk
     from nnunetv2_oneshot.constants import ORACLE_LABELS_FOLDER
-    from nnunetv2_oneshot.evaluation import label_dice, mean_dice
+    from nnunetv2_oneshot.evaluation import label_dice, mean_dice, nan_mean
     from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
 
     try:
@@ -78,32 +78,31 @@ def main(argv=None):
         ref, stu = read(ref_dir, c), read(a.student, c)
         conf = np.load(join(a.student, c + ".npz"))["probabilities"].max(0)  # same (z, y, x) order as sitk
         d = label_dice(stu, ref, labels)
-        row = {"student": float(np.nanmean(d)), "student_per_label": d}
+        row = {"student": nan_mean(d), "student_per_label": d}
         for s, folder in sources.items():
             reg = read(folder, c)
             dis = reg != stu
             right = (lambda lab: float((lab[dis] == ref[dis]).mean())) if dis.any() else (lambda lab: float("nan"))
             d = label_dice(reg, ref, labels)
-            row[s] = {"dice": float(np.nanmean(d)), "per_label": d,
+            row[s] = {"dice": nan_mean(d), "per_label": d,
                       "disagree_fraction": float(dis.mean()),
                       "disagree_student_right": right(stu), "disagree_registration_right": right(reg),
                       "fused": {t: mean_dice(np.where(conf >= t, stu, reg), ref, labels) for t in THRESHOLDS},
                       "kept": {t: float((conf >= t).mean()) for t in THRESHOLDS}}
         per_case.append(row)
 
-    mean = lambda xs: float(np.nanmean(xs))
-    res = {"dataset": name, "cases": cases, "student": mean([r["student"] for r in per_case]),
-           "student_per_label": {names[l]: mean([r["student_per_label"][i] for r in per_case])
+    res = {"dataset": name, "cases": cases, "student": nan_mean([r["student"] for r in per_case]),
+           "student_per_label": {names[l]: nan_mean([r["student_per_label"][i] for r in per_case])
                                  for i, l in enumerate(labels)}, "sources": {}}
     print(f"{name}: {len(cases)} cases; student {res['student']:.3f}")
     for s in sources:
         rs = [r[s] for r in per_case]
-        out = {"dice": mean([r["dice"] for r in rs]),
-               "per_label": {names[l]: mean([r["per_label"][i] for r in rs]) for i, l in enumerate(labels)},
-               **{k: mean([r[k] for r in rs]) for k in
+        out = {"dice": nan_mean([r["dice"] for r in rs]),
+               "per_label": {names[l]: nan_mean([r["per_label"][i] for r in rs]) for i, l in enumerate(labels)},
+               **{k: nan_mean([r[k] for r in rs]) for k in
                   ("disagree_fraction", "disagree_student_right", "disagree_registration_right")},
-               "fused": {str(t): mean([r["fused"][t] for r in rs]) for t in THRESHOLDS},
-               "kept": {str(t): mean([r["kept"][t] for r in rs]) for t in THRESHOLDS}}
+               "fused": {str(t): nan_mean([r["fused"][t] for r in rs]) for t in THRESHOLDS},
+               "kept": {str(t): nan_mean([r["kept"][t] for r in rs]) for t in THRESHOLDS}}
         res["sources"][s] = out
         print(f"  {s}: {out['dice']:.3f}; they disagree on {out['disagree_fraction']:.1%} of the voxels, where the "
               f"student is right on {out['disagree_student_right']:.1%}, {s} on "

@@ -23,7 +23,14 @@ def dice_per_label(pred_folder: str, ref_folder: str, dataset_json: dict, num_pr
     res = compute_metrics_on_folder(ref_folder, pred_folder, os.path.join(pred_folder, "summary.json"), rw,
                                     dataset_json["file_ending"], labels, num_processes=num_processes)
     per_label = {names[l]: float(res["mean"][l]["Dice"]) for l in labels}
-    return {"per_label": per_label, "mean": float(np.nanmean(list(per_label.values())))}
+    return {"per_label": per_label, "mean": nan_mean(list(per_label.values()))}
+
+
+def nan_mean(values) -> float:
+    """Mean of ``values`` skipping NaN (nnU-Net's convention for a label absent from both maps); NaN when all
+    are NaN or there are none, without numpy's empty-slice warning."""
+    v = np.asarray(values, dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
 def label_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> np.ndarray:
@@ -43,8 +50,7 @@ def label_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> np.n
 
 def mean_dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> float:
     """:func:`label_dice` averaged over the labels present in either map; NaN when none is."""
-    d = label_dice(pred, ref, labels)
-    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+    return nan_mean(label_dice(pred, ref, labels))
 
 
 def format_table(columns: Dict[str, Dict]) -> str:
@@ -99,5 +105,5 @@ def hd95_per_label(pred_folder: str, ref_folder: str, dataset_json: dict) -> Dic
         spacing = ref_img.GetSpacing()[::-1]  # array order
         for v, n in names.items():
             per_case[n].append(hd95(pred == v, ref == v, spacing))
-    per_label = {n: float(np.nanmean(d)) if np.isfinite(d).any() else float("nan") for n, d in per_case.items()}
-    return {"per_label": per_label, "mean": float(np.nanmean(list(per_label.values())))}
+    per_label = {n: nan_mean(d) for n, d in per_case.items()}
+    return {"per_label": per_label, "mean": nan_mean(list(per_label.values()))}

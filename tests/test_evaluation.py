@@ -3,7 +3,7 @@ Dice against nnU-Net's own evaluation."""
 import numpy as np
 import pytest
 
-from nnunetv2_oneshot.evaluation import _surface, dice_per_label, hd95, label_dice, mean_dice
+from nnunetv2_oneshot.evaluation import _surface, dice_per_label, hd95, label_dice, mean_dice, nan_mean
 
 
 def _ball(shape, center, radius):
@@ -66,6 +66,16 @@ def test_label_dice_by_hand(shape):
     assert mean_dice(pred, ref, [1, 2, 3]) == pytest.approx(0.25)
     assert mean_dice(ref, ref, [1]) == 1.0
     assert np.isnan(mean_dice(pred, ref, [3, 4]))
+
+
+@pytest.mark.parametrize("values, expected", [([0.5, float("nan"), 1.0], 0.75), ([0.2], 0.2),
+                                              ([float("nan")] * 2, None), ([], None)])
+def test_nan_mean_skips_nan_and_is_nan_without_a_warning_when_nothing_is_left(values, expected):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would fail here
+        m = nan_mean(values)
+    assert np.isnan(m) if expected is None else m == pytest.approx(expected)
 
 
 def test_label_dice_shape_mismatch_is_an_error():
