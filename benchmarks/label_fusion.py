@@ -15,6 +15,10 @@ is right. A fusion well above the student is a target worth self-training on; on
     python benchmarks/label_fusion.py 990 --student /tmp/student --source classical=/tmp/classical \
         --source net=$O/seed3/registration_on_pool --json benchmarks/results/label_fusion_brain_seed3.json
 
+The committed records analysed the means-only student of the CPU run's seeds 2 and 3, trained before that
+became the default and so found there under ``-tr OneShotDistillTrainer_meanShift``; in a benchmark run with
+today's code it is ``OneShotDistillTrainer``, as above.
+
 Every folder holds one segmentation per pool case (nnU-Net naming); the references are the dataset's
 ``labelsUnlabelledOracle`` unless ``--reference`` names another folder. Dice is
 :func:`nnunetv2_oneshot.evaluation.mean_dice` (nnU-Net's convention), averaged over the cases.
