@@ -91,6 +91,34 @@ def test_paired_differences_match_seeds_and_skip_missing_ones():
     assert "vs_OneShotDistillTrainer" not in p["OneShotDistillTrainer"]
 
 
+COMMITTED_RUNS = sorted(p.parent for p in (Path(__file__).parents[1] / "benchmarks" / "results").glob("*/run"))
+
+
+@pytest.mark.parametrize("run_dir", COMMITTED_RUNS, ids=lambda p: p.name)
+def test_committed_results_are_what_their_committed_score_records_give(run_dir):
+    """The README's headline numbers come from these JSONs: each must be the aggregate of the score records
+    committed beside it (a record renamed, added or replaced without the report made again fails here)."""
+    from nnunetv2_oneshot.benchmark.report import aggregate, paired
+    scores = {}
+    for f in sorted(run_dir.glob("run/seed*/scores/*.json"), key=lambda f: int(f.parts[-3][4:])):
+        scores.setdefault(f.stem, []).append(json.loads(f.read_text()))
+    res = json.loads(next(run_dir.glob("Dataset*.json")).read_text())
+    assert set(res["methods"]) == set(scores)
+    mine = aggregate(scores)
+    keys = ("seeds", "dice_mean", "dice_std", "dice_per_seed", "pool_dice_mean", "dice_per_label")
+    assert _flat({m: {k: v[k] for k in keys} for m, v in res["methods"].items()}) == \
+        pytest.approx(_flat({m: {k: v[k] for k in keys} for m, v in mine.items()}), abs=1e-9, nan_ok=True)
+    assert _flat(res["paired"]) == pytest.approx(_flat(paired(mine)), abs=1e-9)
+
+
+def _flat(d, prefix=""):
+    """Nested dicts and lists as one {path: number} dict (None as NaN), which pytest.approx can compare."""
+    items = d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else None
+    if items is None:
+        return {prefix: float("nan") if d is None else d}
+    return {k: v for key, sub in items for k, v in _flat(sub, f"{prefix}/{key}").items()}
+
+
 def _method(seeds, dice, pool):
     return {"seeds": seeds, "dice_per_seed": dice, "pool_dice_per_seed": pool, "dice_mean": sum(dice) / len(dice),
             "dice_std": 0.0, "hd95_mean": 1.0, "train_minutes": 1.0, "pool_dice_mean": sum(pool) / len(pool),
