@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, ONE_LABEL, OURS, PROPAGATION, REGISTRATION, UPPER
+from nnunetv2_oneshot.evaluation import nan_mean
 
 GOALS = {"dice_gain_vs_1label": 0.10, "dice_gain_vs_propagation": 0.03, "recovered_fraction": 0.7,
          "train_iter_time_ratio": 1.6,
@@ -70,9 +71,9 @@ def aggregate(scores: Dict[str, List[dict]]) -> Dict[str, dict]:
         labels = list(recs[0]["dice"]["per_label"])
         methods[m] = {
             "dice_mean": float(np.mean(means)), "dice_std": float(np.std(means)),
-            "dice_per_label": {l: float(np.nanmean([r["dice"]["per_label"][l] for r in recs])) for l in labels},
-            "hd95_mean": float(np.nanmean([r["hd95"]["mean"] for r in recs])),
-            "hd95_per_label": {l: float(np.nanmean([r["hd95"]["per_label"][l] for r in recs])) for l in labels},
+            "dice_per_label": {l: nan_mean([r["dice"]["per_label"][l] for r in recs]) for l in labels},
+            "hd95_mean": nan_mean([r["hd95"]["mean"] for r in recs]),
+            "hd95_per_label": {l: nan_mean([r["hd95"]["per_label"][l] for r in recs]) for l in labels},
             "seeds": [r["seed"] for r in recs],
             "dice_per_seed": [float(x) for x in means],  # in the order of "seeds": for comparisons paired by seed
             "train_minutes": float(np.mean([r.get("train_s", 0.0) for r in recs]) / 60),
