@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import BIN, run_cmd, snapshot, train_until_first_checkpoint_then_kill
 
@@ -27,6 +28,8 @@ def test_results_json_has_the_issue_schema(bench):
     _, _, out, log = bench
     res = json.loads((out / "Dataset901_Toy.json").read_text())
     assert res["dataset"] == "Dataset901_Toy" and res["seeds"] == [0] and isinstance(res["machine"], str)
+    # the record names the kind of CPU its train times were measured on
+    assert f"CPU cores ({torch.backends.cpu.get_cpu_capability()})" in res["machine"]
     assert res["budget"]["epochs"] == 2 and res["budget"]["iterations"] == 3
     assert set(res["methods"]) == set(METHODS)
     for m, v in res["methods"].items():

@@ -22,7 +22,9 @@ GOALS = {"dice_gain_vs_1label": 0.10, "dice_gain_vs_propagation": 0.03, "recover
 
 def machine() -> str:
     import torch
-    cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
+    # The vector ISA of torch's CPU kernels too: the CT's method trained 2.2x slower on one 2-core machine
+    # (AVX2) than on another, so a record's train time says little without the kind of CPU
+    cpu = f"{os.cpu_count()} CPU cores ({torch.backends.cpu.get_cpu_capability()}), {platform.machine()}"
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{platform.system()} {cpu}{gpu}, torch {torch.__version__}"
 
