@@ -24,6 +24,7 @@ import time
 from os.path import join
 
 from nnunetv2_oneshot.benchmark.cost import compare
+from nnunetv2_oneshot.benchmark.report import machine
 from nnunetv2_oneshot.process import bin_path, run_logged
 
 
@@ -86,14 +87,9 @@ def main(argv=None):
               f"{r['peak_rss_mb'] / base['peak_rss_mb']:>7.2f}{r['registration_sec_per_iter'] or 0:>12.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"source": os.path.basename(src), "trainer": args.trainer, "machine": _machine(),
+            json.dump({"source": os.path.basename(src), "trainer": args.trainer, "machine": machine(),
                        "rows": rows, "date": time.strftime("%Y-%m-%d")}, f, indent=1)
     return 0
-
-
-def _machine() -> str:
-    import platform
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {sys.platform}"
 
 
 if __name__ == "__main__":
