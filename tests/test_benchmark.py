@@ -483,6 +483,18 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     assert json.loads((out / "Dataset901_Toy.json").read_text())["methods"]["nnUNetTrainer_1label"]["seeds"] == [0, 1]
 
 
+@pytest.mark.parametrize("named, expected", [
+    (["gpu box", "cpu box", "gpu box"], "gpu box; cpu box"),
+    # older records that never kept the machine are counted, not put on whatever machine makes the report
+    (["cpu box", None, None], "cpu box; not named by 2 older records"),
+    ([None], "not named by 1 older record"),
+])
+def test_report_names_the_machines_its_records_name(named, expected):
+    from nnunetv2_oneshot.benchmark.report import machine, machines
+    scores = {"m": [{} if n is None else {"machine": n} for n in named]}
+    assert machines(scores) == expected and machine() not in machines(scores)
+
+
 def test_training_seconds_sums_the_legs_of_a_resumed_training(tmp_path):
     from nnunetv2_oneshot.benchmark.run import training_seconds
     assert training_seconds(str(tmp_path)) is None

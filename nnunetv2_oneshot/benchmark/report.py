@@ -32,10 +32,11 @@ def machine() -> str:
 def machines(scores: Dict[str, List[dict]]) -> str:
     """The machine(s) the reported pairs were scored on, as their records say, so that a report made again
     elsewhere (``--report-only`` on a laptop for a GPU run) names where the numbers came from. Records
-    written before they kept it count as made here."""
+    written before they kept it are counted, not given the machine the report happens to be made on."""
     named = [r.get("machine") for recs in scores.values() for r in recs]
-    here = machine() if not all(named) else None
-    return "; ".join(dict.fromkeys(m or here for m in named))
+    unnamed = named.count(None)
+    return "; ".join([*dict.fromkeys(m for m in named if m)] +
+                     ([f"not named by {unnamed} older record{'s' * (unnamed > 1)}"] if unnamed else []))
 
 
 def load_scores(bench) -> Dict[str, List[dict]]:
