@@ -488,6 +488,7 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     # older records that never kept the machine are counted, not put on whatever machine makes the report
     (["cpu box", None, None], "cpu box; not named by 2 older records"),
     ([None], "not named by 1 older record"),
+    (["", "cpu box"], "cpu box; not named by 1 older record"),
 ])
 def test_report_names_the_machines_its_records_name(named, expected):
     from nnunetv2_oneshot.benchmark.report import machine, machines

@@ -34,7 +34,7 @@ def machines(scores: Dict[str, List[dict]]) -> str:
     elsewhere (``--report-only`` on a laptop for a GPU run) names where the numbers came from. Records
     written before they kept it are counted, not given the machine the report happens to be made on."""
     named = [r.get("machine") for recs in scores.values() for r in recs]
-    unnamed = named.count(None)
+    unnamed = sum(not m for m in named)  # an empty name is no name, as the list below takes it
     return "; ".join([*dict.fromkeys(m for m in named if m)] +
                      ([f"not named by {unnamed} older record{'s' * (unnamed > 1)}"] if unnamed else []))
 
