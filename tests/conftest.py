@@ -33,12 +33,14 @@ def run_cmd(cmd, env, cwd):
 @pytest.fixture(scope="session")
 def toy_planned(tmp_path_factory):
     """A tiny one-shot dataset, planned and preprocessed with the STOCK nnU-Net command, and an environment
-    with exactly the three nnU-Net folders exported (plus PATH/HOME so that a shell works at all)."""
+    with exactly the three nnU-Net folders exported (plus PATH/HOME so that a shell works at all), and the
+    worker counts that README asks for on 2-core machines: unset, nnU-Net's final validation and fingerprinting
+    spawn 8 workers that each import nnU-Net again (~70 s a validation of one toy case instead of ~15)."""
     root = tmp_path_factory.mktemp("toy")
     make_toy_dataset(str(root / "raw"), dataset_id=901)
     env = {"PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(root)),
            "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-           "nnUNet_results": str(root / "res")}
+           "nnUNet_results": str(root / "res"), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
     raw_before = snapshot(root / "raw")
     run_cmd([f"{BIN}/nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "3d_fullres", "-np", "1"], env, root)
     return root, env, raw_before
