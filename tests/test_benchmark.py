@@ -185,6 +185,12 @@ def test_pool_scores_judge_the_method_without_the_test_donors(bench):
         assert sorted(p.name for p in (out / "seed0" / "predictions_pool" / m).glob("*.nii.gz")) == \
             [f"toy_u{i:02d}.nii.gz" for i in range(4)], m
     assert res["methods"]["nnUNetTrainer_all_labels"]["pool_dice_mean"] is None  # it trained on those labels
+    # test cases and pool in one predict call per method (one start-up of nnU-Net, one model load), split after
+    for m in METHODS:
+        rec = json.loads((out / "seed0" / "scores" / f"{m}.json").read_text())
+        assert rec["predict_cases"] == (2 if m == "nnUNetTrainer_all_labels" else 6), m
+    assert not list((out / "seed0").glob("predict_input_*"))  # the linked input folder is gone
+    assert not list((out / "logs").glob("predict_pool_seed0_nnUNetTrainer_1label*"))
     # two routes to the same number: propagation's pool Dice is the registration's warped-label Dice
     assert res["methods"]["atlas_propagation"]["pool_dice_mean"] == \
         pytest.approx(res["registration"]["warped_label_dice"], abs=1e-9)
@@ -459,7 +465,7 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     import torch
     root, env, _ = toy_planned
     out = tmp_path / "b"
-    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "-p", "nnUNetPlans", "--epochs", "8",
+    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "-p", "nnUNetPlans", "--epochs", "4",
            "--iterations", "2", "--methods", "nnUNetTrainer_1label", "--seeds", "0", "1", "--jobs", "2", "--no-cost"]
     model = out / "seed0" / "nnUNet_results" / "Dataset901_Toy" / \
         "nnUNetTrainer_oneshotBaseline__nnUNetPlans__3d_fullres" / "fold_all"
@@ -469,7 +475,7 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     assert not (model / "checkpoint_final.pth").exists()
     log = run_cmd(cmd, env, root)
     assert "[seed 0]     training nnUNetTrainer_oneshotBaseline (resuming" in log
-    assert len(torch.load(model / "checkpoint_final.pth", weights_only=False)["logging"]["train_losses"]) == 8
+    assert len(torch.load(model / "checkpoint_final.pth", weights_only=False)["logging"]["train_losses"]) == 4
     for seed in (0, 1):
         assert (out / f"seed{seed}" / "scores" / "nnUNetTrainer_1label.json").is_file()
     # the reported training time is both legs', not the resumed one's alone

@@ -12,6 +12,7 @@ Layout of the output folder::
     config.json                         budget, plans, dataset split: a resumed run must match it
     seed<k>/nnUNet_results/...          models of seed k (nnU-Net's layout; all_labels under seed<k>/all_labels)
     seed<k>/predictions/<method>/       segmentations of the test cases
+    seed<k>/predictions_pool/<method>/  ... of the unlabelled pool scans (where the pool has true labels)
     seed<k>/scores/<method>.json        Dice/HD95 per label
     all_labels/nnUNet_raw|preprocessed  the upper bound's dataset: labelled cases + pool with its true labels
     logs/                               one log per command
@@ -285,25 +286,54 @@ class Benchmark:
                     echo_every="Epoch time" if os.environ.get("NNUNET_ONESHOT_VERBOSE") else None)
         return training_seconds(model) or wall  # the logs: all legs of a resumed training, not the last
 
-    def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None,
-                pool: bool = False) -> float:
-        """Predicts the test cases, or with ``pool`` the unlabelled pool scans, through the stock commands."""
+    def predict(self, seed: int, name: str, trainer_for_propagation: Optional[str] = None, test: bool = True,
+                pool: bool = False) -> dict:
+        """Predicts the test cases into ``predictions/<method>`` and/or the unlabelled pool scans into
+        ``predictions_pool/<method>`` through the stock commands: both sets in ONE call (the images linked into
+        one input folder), since each call pays the start-up of nnU-Net and its workers and loads the model.
+        Returns ``{"predict_s": wall seconds, "predict_cases": cases predicted}``."""
         method = METHODS[name]
-        out = join(self._seed_dir(seed), "predictions_pool" if pool else "predictions", name)
-        images = self.ds.unlabelled_folder if pool else join(self.raw, "imagesTs")
-        log = join(self.out, "logs", f"predict{'_pool' if pool else ''}_seed{seed}_{name}.log")
-        shutil.rmtree(out, ignore_errors=True)  # never score a half-written folder
+        ts, ending = join(self.raw, "imagesTs"), self.ds.file_ending
+        test_cases = sorted({f[:-len(ending) - 5] for f in os.listdir(ts) if f.endswith(ending)}) if test else []
+        pool_cases = sorted(self.ds.unlabelled) if pool else []
+        if set(test_cases) & set(pool_cases):  # a case name in both sets: one output folder cannot hold both
+            a, b = (self.predict(seed, name, trainer_for_propagation, test=t, pool=not t) for t in (True, False))
+            return {k: a[k] + b[k] for k in a}
+        outs = [join(self._seed_dir(seed), sub, name) for sub, on in (("predictions", test),
+                                                                     ("predictions_pool", pool)) if on]
+        for o in outs:
+            shutil.rmtree(o, ignore_errors=True)  # never score a half-written folder
+        out = outs[0]
+        log = join(self.out, "logs", f"predict{'' if test else '_pool'}_seed{seed}_{name}.log")
+        if test and pool:
+            images = join(self._seed_dir(seed), f"predict_input_{name}")
+            shutil.rmtree(images, ignore_errors=True)
+            os.makedirs(images)
+            for f in [join(ts, f) for f in os.listdir(ts)] + [f for c in pool_cases for f in self.ds.unlabelled[c]]:
+                try:  # links, not copies: the raw data is only ever read
+                    os.symlink(os.path.abspath(f), join(images, basename(f)))
+                except OSError:
+                    shutil.copy(f, join(images, basename(f)))
+        else:
+            images = ts if test else self.ds.unlabelled_folder
         if method.classical:  # no model: the same for every seed, but cheap (seconds per image)
-            return _run([_bin("nnunetv2-oneshot"), "propagate", "--classical", "-i", images, "-o", out, "-d",
-                         self.name], self.env, log)
-        if method.trainer is None:
+            cmd, env = [_bin("nnunetv2-oneshot"), "propagate", "--classical", "-i", images, "-o", out, "-d",
+                        self.name], self.env
+        elif method.trainer is None:
             src = METHODS[trainer_for_propagation]
-            return _run([_bin("nnunetv2-oneshot"), "propagate", "-i", images, "-o", out, "-d",
-                         self.name, "-tr", src.trainer, "-p", self.plans, "-device", self.device],
-                        self._env(seed, src), log)
-        return _run([_bin("nnUNetv2_predict"), "-i", images, "-o", out, "-d", self.name, "-c",
-                     CONFIGURATION, "-f", "all", "-tr", method.trainer, "-p", self.plans, "-device", self.device,
-                     "-npp", "1", "-nps", "1"], self._env(seed, method), log)
+            cmd, env = [_bin("nnunetv2-oneshot"), "propagate", "-i", images, "-o", out, "-d", self.name, "-tr",
+                        src.trainer, "-p", self.plans, "-device", self.device], self._env(seed, src)
+        else:
+            cmd, env = [_bin("nnUNetv2_predict"), "-i", images, "-o", out, "-d", self.name, "-c", CONFIGURATION,
+                        "-f", "all", "-tr", method.trainer, "-p", self.plans, "-device", self.device, "-npp", "1",
+                        "-nps", "1"], self._env(seed, method)
+        wall = _run(cmd, env, log)
+        if test and pool:
+            shutil.rmtree(images)
+            os.makedirs(outs[1])
+            for c in pool_cases:
+                os.replace(join(out, c + ending), join(outs[1], c + ending))
+        return {"predict_s": wall, "predict_cases": len(test_cases) + len(pool_cases)}
 
     def score(self, seed: int, name: str) -> dict:
         from nnunetv2_oneshot.evaluation import dice_per_label, hd95_per_label
@@ -312,14 +342,18 @@ class Benchmark:
         return {"dice": dice_per_label(pred, ref, self.ds.dataset_json),
                 "hd95": hd95_per_label(pred, ref, self.ds.dataset_json)}
 
-    def pool_score(self, seed: int, name: str, trainer_for_propagation: Optional[str]) -> Optional[dict]:
-        """Dice on the unlabelled pool scans against their true labels: the scans the one-shot trainers saw
-        without labels, so a score that can judge a change to the method without the test donors. None
-        without pool labels, and for the upper bound, which trained on them."""
+    def scores_pool(self, name: str) -> bool:
+        """Whether the method is scored on the pool: not without pool labels, and not the upper bound, which
+        trained on them."""
+        return self.pool_labels is not None and METHODS[name].data != "all_labels"
+
+    def pool_score(self, seed: int, name: str) -> Optional[dict]:
+        """Dice on the unlabelled pool scans (``predict(..., pool=True)`` first) against their true labels: the
+        scans the one-shot trainers saw without labels, so a score that can judge a change to the method
+        without the test donors. None where the method is not scored on the pool (``scores_pool``)."""
         from nnunetv2_oneshot.evaluation import dice_per_label
-        if self.pool_labels is None or METHODS[name].data == "all_labels":
+        if not self.scores_pool(name):
             return None
-        self.predict(seed, name, trainer_for_propagation, pool=True)
         return dice_per_label(join(self._seed_dir(seed), "predictions_pool", name), self.pool_labels,
                               self.ds.dataset_json)
 
@@ -400,7 +434,9 @@ class Benchmark:
                     rec = json.load(f)
                 before = dict(rec)
                 if "pool_dice" not in rec:  # scored before pool scores existed: add them
-                    rec["pool_dice"] = self.pool_score(seed, name, reg_source)
+                    if self.scores_pool(name):
+                        self.predict(seed, name, reg_source, test=False, pool=True)
+                    rec["pool_dice"] = self.pool_score(seed, name)
                 if METHODS[name].trainer and not rec.get("curves"):  # scored before records kept curves
                     curves = checkpoint_curves(self._model_dir(seed, METHODS[name]))
                     if curves:  # the model is still here
@@ -416,14 +452,14 @@ class Benchmark:
                     rec["train_s"] = self.train(seed, name, reg_source)
                     # the record carries what the report needs, so it can be made again without the models
                     rec["curves"] = checkpoint_curves(self._model_dir(seed, METHODS[name]))
-                rec["predict_s"] = self.predict(seed, name, reg_source)
+                rec.update(self.predict(seed, name, reg_source, pool=self.scores_pool(name)))
             except Exception as e:  # said at once: with --jobs the other seeds run on before it is raised
                 _say(f"[seed {seed}] {name} failed: {e}")
                 raise
             rec.update(self.score(seed, name))
             if name == PROPAGATION:
                 rec["registration"] = self.registration_quality(seed, reg_source)
-            rec["pool_dice"] = self.pool_score(seed, name, reg_source)
+            rec["pool_dice"] = self.pool_score(seed, name)
             self._write_json(score_file, rec)
             pool = "" if rec["pool_dice"] is None else f"; on the pool {rec['pool_dice']['mean']:.3f}"
             _say(f"[seed {seed}]     mean Dice {rec['dice']['mean']:.3f}, mean HD95 {rec['hd95']['mean']:.1f} mm"
