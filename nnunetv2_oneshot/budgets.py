@@ -2,7 +2,7 @@
 read them without loading nnU-Net or torch. The trainer variants (trainers/variants.py) apply them."""
 
 # student budgets (shared with the plain nnUNetTrainer twins)
-TINY = dict(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=1, save_every=1)
+TINY = dict(num_epochs=3, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1, save_every=1)
 # CPU: 400 iterations, sized so that the demo (both trainings) stays under 20 minutes on 2 cores
 CPU = dict(num_epochs=16, num_iterations_per_epoch=25, num_val_iterations_per_epoch=2, optimizer_name="adamw",
            initial_lr=1e-2)
