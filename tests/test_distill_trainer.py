@@ -56,47 +56,55 @@ def test_stock_predict_loads_the_student(toy_planned):
     assert res["per_label"]["outer"] > 0.5, res  # chance ~0.1
 
 
-@pytest.mark.parametrize("regressor", [True, False])
-def test_hint_regressor_shapes_gradients_optimiser_and_checkpoint(toy_planned, regressor):
-    """With ``hint_regressor`` a 1x1x1 conv per hint level maps student features to the teacher's space: same
-    shapes, trained by the hint (gradient), in the one optimiser, saved with the checkpoint's extra keys."""
+@pytest.fixture(scope="module")
+def hint_regressor_runs(toy_planned):
+    """Both settings of ``hint_regressor`` in one process (importing nnU-Net costs ~10 s a process)."""
     root, env, _ = toy_planned
-    code = f"""
+    code = """
 import torch
 from nnunetv2.run.run_training import get_trainer_from_args
-t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))
-t.hint_regressor = {regressor}
-t.initialize()
-x = torch.randn(2, 1, *t.configuration_manager.patch_size)
-t.network(x); t.teacher(x)
-s, te = t._student_hint_features(), t._teacher_tap.features
-assert [a.shape for a in s] == [b.shape for b in te]
-loss = t.hint_loss(s, te)
-loss.backward()
-assert all(p.grad is None for p in t.teacher.parameters())
-assert t.network.decoder.stages[-1].convs[0].conv.weight.grad.abs().sum() > 0
-opt = {{id(p) for g in t.optimizer.param_groups for p in g['params']}}
-if t.hint_regressors is not None:
-    assert all(r.weight.grad.abs().sum() > 0 for r in t.hint_regressors)
-    assert all(id(p) in opt for p in t.hint_regressors.parameters())
-state = t._extra_checkpoint_state()
-print('REGRESSOR', 'hint_regressors' in state, len(t.hint_regressors) if t.hint_regressors is not None else 0)
-t.num_epochs, t.lambda_hint, t.hint_rampup_fraction = 10, 2.0, 0.5
-ramp = []
-for e in (0, 2, 5, 9):
-    t.current_epoch = e
-    ramp.append(round(t.hint_weight(), 6))
-t.hint_start_fraction, t.hint_rampup_fraction = 0.5, 0.2
-for e in (4, 5, 6, 7, 9):
-    t.current_epoch = e
-    ramp.append(round(t.hint_weight(), 6))
-t.hint_start_fraction, t.hint_rampup_fraction = 0.0, None
-print('RAMP', ramp, t.hint_weight())
+for regressor in (True, False):
+    t = get_trainer_from_args('901', '3d_fullres', 'all', 'OneShotDistillTrainer_tiny', device=torch.device('cpu'))
+    t.hint_regressor = regressor
+    t.initialize()
+    x = torch.randn(2, 1, *t.configuration_manager.patch_size)
+    t.network(x); t.teacher(x)
+    s, te = t._student_hint_features(), t._teacher_tap.features
+    assert [a.shape for a in s] == [b.shape for b in te]
+    loss = t.hint_loss(s, te)
+    loss.backward()
+    assert all(p.grad is None for p in t.teacher.parameters())
+    assert t.network.decoder.stages[-1].convs[0].conv.weight.grad.abs().sum() > 0
+    opt = {id(p) for g in t.optimizer.param_groups for p in g['params']}
+    if t.hint_regressors is not None:
+        assert all(r.weight.grad.abs().sum() > 0 for r in t.hint_regressors)
+        assert all(id(p) in opt for p in t.hint_regressors.parameters())
+    state = t._extra_checkpoint_state()
+    n = len(t.hint_regressors) if t.hint_regressors is not None else 0
+    print('REGRESSOR', regressor, 'hint_regressors' in state, n)
+    t.num_epochs, t.lambda_hint, t.hint_rampup_fraction = 10, 2.0, 0.5
+    ramp = []
+    for e in (0, 2, 5, 9):
+        t.current_epoch = e
+        ramp.append(round(t.hint_weight(), 6))
+    t.hint_start_fraction, t.hint_rampup_fraction = 0.5, 0.2
+    for e in (4, 5, 6, 7, 9):
+        t.current_epoch = e
+        ramp.append(round(t.hint_weight(), 6))
+    t.hint_start_fraction, t.hint_rampup_fraction = 0.0, None
+    print('RAMP', regressor, ramp, t.hint_weight())
 """
-    out = run_cmd([f"{BIN}/python", "-c", code], env, root)
-    assert f"REGRESSOR {regressor} {2 if regressor else 0}" in out
+    return run_cmd([f"{BIN}/python", "-c", code], env, root)
+
+
+@pytest.mark.parametrize("regressor", [True, False])
+def test_hint_regressor_shapes_gradients_optimiser_and_checkpoint(hint_regressor_runs, regressor):
+    """With ``hint_regressor`` a 1x1x1 conv per hint level maps student features to the teacher's space: same
+    shapes, trained by the hint (gradient), in the one optimiser, saved with the checkpoint's extra keys."""
+    out = hint_regressor_runs
+    assert f"REGRESSOR {regressor} {regressor} {2 if regressor else 0}" in out
     # linear ramp of λ_hint over the first half, then flat; then: off for half the epochs, 2-epoch ramp
-    assert "RAMP [0.0, 0.8, 2.0, 2.0, 0.0, 0.0, 1.0, 2.0, 2.0] 2.0" in out
+    assert f"RAMP {regressor} [0.0, 0.8, 2.0, 2.0, 0.0, 0.0, 1.0, 2.0, 2.0] 2.0" in out
 
 
 def test_distillation_moves_structure_means_only_and_spreadMatch_keeps_the_old_change(toy_planned):

@@ -178,22 +178,35 @@ def test_fold_0_and_fold_all_train_on_the_labelled_case_and_validate_on_it(workd
 
 def _with_trainer(workdir, trainer: str, body: str, fold: str = "'all'") -> str:
     """Runs ``body`` in a fresh process, with ``t`` built exactly as nnUNetv2_train builds a trainer."""
+    return _with_trainers(workdir, [trainer], body, fold)
+
+
+def _with_trainers(workdir, trainers, body: str, fold: str = "'all'") -> str:
+    """``body`` once per trainer (``name``, and ``t`` built as nnUNetv2_train builds it), all in ONE fresh
+    process: each process pays ~10 s of importing nnU-Net, so parametrised cases share one."""
     root, env, _ = workdir
     code = ("from nnunetv2.run.run_training import get_trainer_from_args\n"
             "import torch, numpy as np\n"
-            f"t = get_trainer_from_args('901', '3d_fullres', {fold}, '{trainer}', device=torch.device('cpu'))\n"
-            + body)
-    return _run([f"{BIN}/python", "-c", code], workdir[1], root)
+            f"for name in {list(trainers)!r}:\n"
+            f"    t = get_trainer_from_args('901', '3d_fullres', {fold}, name, device=torch.device('cpu'))\n"
+            + "".join("    " + line + "\n" for line in body.splitlines()))
+    return _run([f"{BIN}/python", "-c", code], env, root)
 
 
-@pytest.mark.parametrize("trainer, expected", [("OneShotRegAugTrainer_tiny", None),
-                                               ("OneShotDistillTrainer_tiny", None),
-                                               ("nnUNetTrainer_oneshotTiny", None),
-                                               ("nnUNetTrainer_oneshotBaseline", (0, 1, 2))])
-def test_mirroring_in_training_and_test_time_augmentation(workdir, trainer, expected):
-    out = _with_trainer(workdir, trainer, "m = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]\n"
-                                          "print('AXES', m, t.inference_allowed_mirroring_axes)\n")
-    assert f"AXES {expected} {expected}" in out
+MIRRORING = {"OneShotRegAugTrainer_tiny": None, "OneShotDistillTrainer_tiny": None, "nnUNetTrainer_oneshotTiny": None,
+             "nnUNetTrainer_oneshotBaseline": (0, 1, 2)}
+
+
+@pytest.fixture(scope="module")
+def mirroring(workdir):
+    return _with_trainers(workdir, MIRRORING, "m = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]\n"
+                                              "print('AXES', name, m, t.inference_allowed_mirroring_axes)\n")
+
+
+@pytest.mark.parametrize("trainer", MIRRORING)
+def test_mirroring_in_training_and_test_time_augmentation(mirroring, trainer):
+    expected = MIRRORING[trainer]
+    assert f"AXES {trainer} {expected} {expected}\n" in mirroring
 
 
 def test_checkpoint_tells_predict_not_to_mirror(workdir):
@@ -206,11 +219,14 @@ def test_checkpoint_tells_predict_not_to_mirror(workdir):
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["inference_allowed_mirroring_axes"] is None
 
 
-@pytest.mark.parametrize("trainer, prior", [("nnUNetTrainer_oneshotTiny", True), ("OneShotRegAugTrainer_tiny", True),
-                                            ("nnUNetTrainer_oneshotBaseline", False)])
-def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(workdir, trainer, prior):
+CLASS_PRIOR = {"nnUNetTrainer_oneshotTiny": True, "OneShotRegAugTrainer_tiny": True,
+               "nnUNetTrainer_oneshotBaseline": False}
+
+
+@pytest.fixture(scope="module")
+def class_prior(workdir):
     label = workdir[0] / "raw" / "Dataset901_Toy" / "labelsTr" / "toy_000.nii.gz"
-    out = _with_trainer(workdir, trainer, (
+    return _with_trainers(workdir, CLASS_PRIOR, (
         "import SimpleITK as sitk\n"
         "t.initialize()\n"
         "heads = t.network.decoder.seg_layers\n"
@@ -218,8 +234,12 @@ def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(workdir,
         f"lab = sitk.GetArrayFromImage(sitk.ReadImage('{label}'))\n"
         "f = np.bincount(lab.ravel(), minlength=3) / lab.size\n"
         "same = all(torch.equal(h.bias, heads[0].bias) for h in heads)\n"
-        "print('PRIOR', bool(np.abs(p - f).max() < 0.02 and same))\n"))
-    assert f"PRIOR {prior}" in out
+        "print('PRIOR', name, bool(np.abs(p - f).max() < 0.02 and same))\n"))
+
+
+@pytest.mark.parametrize("trainer", CLASS_PRIOR)
+def test_class_prior_init_sets_the_head_biases_to_the_label_frequencies(class_prior, trainer):
+    assert f"PRIOR {trainer} {CLASS_PRIOR[trainer]}\n" in class_prior
 
 
 @pytest.mark.parametrize("log_every", [2, 12])
