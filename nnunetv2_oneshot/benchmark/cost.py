@@ -102,8 +102,8 @@ def cost_ratios(bench, log_file: str, iters: int = 10) -> dict:
     scores = load_scores(bench)
     inference = float("nan")
     if ONE_LABEL in scores and OURS in scores:
-        # per case: a record predicted the test cases and the pool in one call, an older one the test cases alone
-        n_test = len(bench.config()["split"]["test"])
+        # per case: a record predicted the test cases and the pool in one call, an older one imagesTs alone
+        n_test = len(bench.test_images())
         per_case = lambda recs: np.mean([r["predict_s"] / r.get("predict_cases", n_test) for r in recs])  # noqa: E731
         inference = float(per_case(scores[OURS]) / per_case(scores[ONE_LABEL]))
     return {"train_iter_time_ratio_vs_nnUNetTrainer": res[1]["time_ratio"],

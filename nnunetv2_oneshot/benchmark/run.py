@@ -294,7 +294,8 @@ class Benchmark:
         Returns ``{"predict_s": wall seconds, "predict_cases": cases predicted}``."""
         method = METHODS[name]
         ts, ending = join(self.raw, "imagesTs"), self.ds.file_ending
-        test_cases = sorted({f[:-len(ending) - 5] for f in os.listdir(ts) if f.endswith(ending)}) if test else []
+        tests = self.test_images() if test else []
+        test_cases = [c for c, _ in tests]
         pool_cases = sorted(self.ds.unlabelled) if pool else []
         if set(test_cases) & set(pool_cases):  # a case name in both sets: one output folder cannot hold both
             a, b = (self.predict(seed, name, trainer_for_propagation, test=t, pool=not t) for t in (True, False))
@@ -309,7 +310,7 @@ class Benchmark:
             images = join(self._seed_dir(seed), f"predict_input_{name}")
             shutil.rmtree(images, ignore_errors=True)
             os.makedirs(images)
-            for f in [join(ts, f) for f in os.listdir(ts)] + [f for c in pool_cases for f in self.ds.unlabelled[c]]:
+            for f in [f for _, fs in tests for f in fs] + [f for c in pool_cases for f in self.ds.unlabelled[c]]:
                 try:  # links, not copies: the raw data is only ever read
                     os.symlink(os.path.abspath(f), join(images, basename(f)))
                 except OSError:
@@ -334,6 +335,11 @@ class Benchmark:
             for c in pool_cases:
                 os.replace(join(out, c + ending), join(outs[1], c + ending))
         return {"predict_s": wall, "predict_cases": len(test_cases) + len(pool_cases)}
+
+    def test_images(self) -> list:
+        """[(case, channel files)] of ``imagesTs`` as ``nnUNetv2_predict`` reads the folder: what is predicted."""
+        from nnunetv2_oneshot.propagate import _input_cases
+        return _input_cases(join(self.raw, "imagesTs"), self.ds.file_ending)
 
     def score(self, seed: int, name: str) -> dict:
         from nnunetv2_oneshot.evaluation import dice_per_label, hd95_per_label
