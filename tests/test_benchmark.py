@@ -489,6 +489,16 @@ def test_parallel_seeds_and_a_killed_training_resume(toy_planned, tmp_path):
     assert json.loads((out / "Dataset901_Toy.json").read_text())["methods"]["nnUNetTrainer_1label"]["seeds"] == [0, 1]
 
 
+@pytest.mark.parametrize("epochs, save_every", [(3, 1), (40, 5), (80, 10), (160, 10), (1000, 10)])
+def test_budget_checkpoints_often_enough_to_resume_a_killed_run(epochs, save_every):
+    """A short run still gets checkpoints to resume from; a long one loses at most 10 epochs when killed."""
+    from nnunetv2_oneshot.benchmark.methods import METHODS, training_attributes
+    from nnunetv2_oneshot.benchmark.run import DEFAULT_BUDGET
+    attrs = training_attributes(METHODS["nnUNetTrainer_1label"], dict(DEFAULT_BUDGET, epochs=epochs))
+    assert attrs["num_epochs"] == epochs
+    assert attrs["save_every"] == save_every
+
+
 @pytest.mark.parametrize("named, expected", [
     (["gpu box", "cpu box", "gpu box"], "gpu box; cpu box"),
     # older records that never kept the machine are counted, not put on whatever machine makes the report

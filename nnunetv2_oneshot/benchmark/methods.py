@@ -84,8 +84,9 @@ def training_attributes(method: Method, budget: dict) -> dict:
     attrs = dict(num_epochs=budget["epochs"], num_iterations_per_epoch=budget["iterations"],
                  num_val_iterations_per_epoch=budget["val_iterations"], optimizer_name=budget["optimizer"],
                  initial_lr=budget["lr"], mirror_axes=None, class_prior_init=True,
-                 # nnU-Net's default (every 50 epochs) would leave a 40-epoch run nothing to resume from
-                 save_every=max(1, budget["epochs"] // 8))
+                 # nnU-Net's default (every 50 epochs) would leave a 40-epoch run nothing to resume from, and a
+                 # killed long CPU run (a 160-epoch CT model at ~100 s an epoch) should lose minutes, not half an hour
+                 save_every=max(1, min(10, budget["epochs"] // 8)))
     if method.trainer.startswith("OneShotDistillTrainer"):
         attrs.update(hint_start_fraction=budget["hint_start_fraction"],
                      hint_rampup_fraction=budget["hint_rampup_fraction"])
