@@ -228,6 +228,49 @@ def test_report_says_when_goals_and_paired_differences_use_different_seeds(one_l
     assert ("each over its own seeds" in md) == note
 
 
+@pytest.mark.parametrize("upper, ours, value, met", [
+    (0.80, 0.77, 0.7, True),  # recovers 0.07 of the upper bound's 0.10 lead
+    (0.75, 0.7007, 0.014, False),  # 0.0007 of a 0.05 lead
+    (0.705, 0.77, None, None),  # a lead of 0.005 is noise: 0.07 / 0.005 = 14 would read as met
+    (0.69, 0.77, None, None),  # the upper bound below one label: no lead to recover
+])
+def test_recovered_fraction_is_judged_only_above_a_real_headroom(upper, ours, value, met):
+    from nnunetv2_oneshot.benchmark import report
+    methods = {"nnUNetTrainer_1label": _method([0], [0.70], [0.70]),
+               "OneShotDistillTrainer": _method([0], [ours], [ours]),
+               "nnUNetTrainer_all_labels": _method([0], [upper], [upper])}
+    g = report.goals(methods, None)["recovered_fraction"]
+    assert g["met"] is met and (g["value"] is None if value is None else g["value"] == pytest.approx(value))
+    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": [0],
+           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
+           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}, "methods": methods,
+           "goals": report.goals(methods, None)}
+    line = next(l for l in report.markdown(res, {}).splitlines() if l.startswith("- recovered_fraction"))
+    if met is None:
+        assert "n/a" in line and "not judged" in line and f"{upper - 0.70:+.3f}" in line
+    else:
+        assert f"{value:.3f}" in line and line.endswith("**met**" if met else "**NOT met**")
+
+
+@pytest.mark.parametrize("curve, flat", [
+    ([0.1, 0.12], None),  # 2 epochs (a smoke budget): too few to call anything flat
+    ([0.1 + 0.02 * i for i in range(9)], None),
+    ([min(0.8, 0.1 + 0.05 * i) for i in range(40)], True),  # plateau at 0.8 from epoch 14
+    ([0.1 + 0.02 * i for i in range(40)], False),  # still climbing 0.02 an epoch
+])
+def test_convergence_needs_enough_epochs_to_judge(curve, flat):
+    from nnunetv2_oneshot.benchmark import report
+    c = report.convergence(curve)
+    assert c["flat"] is flat and c["epochs"] == len(curve)
+    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": [0],
+           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
+           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]},
+           "methods": {"nnUNetTrainer_1label": _method([0], [0.7], [0.7])}, "convergence": dict(c, seed=0)}
+    line = next(l for l in report.markdown(res, {}).splitlines() if l.startswith("Convergence"))
+    assert line.endswith({None: f"{len(curve)} epochs are fewer than 10, too short a budget for any comparison.",
+                          True: "-> flat.", False: "NOT flat: the budget is too short."}[flat])
+
+
 def test_report_only_reports_finished_pairs_and_trains_nothing(bench):
     root, env, out, _ = bench
     before = snapshot(out / "seed0")

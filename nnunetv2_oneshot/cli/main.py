@@ -71,6 +71,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
+    from nnunetv2_oneshot.benchmark.report import verdict
     from nnunetv2_oneshot.benchmark.run import Benchmark, BenchmarkError
     budget = {k: v for k, v in dict(epochs=args.epochs, iterations=args.iterations, optimizer=args.optimizer,
                                     lr=args.lr, registration_iterations=args.registration_iterations).items()
@@ -90,7 +91,7 @@ def _cmd_benchmark(args) -> int:
     for m, v in res["methods"].items():
         print(f"{m.ljust(width)}{v['dice_mean']:8.3f}{v['dice_std']:7.3f}{v['hd95_mean']:9.1f}")
     for k, g in res["goals"].items():
-        print(f"goal {k}: {g['value']:.3f} -> {'met' if g['met'] else 'NOT met'}")
+        print(f"goal {k}: {'n/a' if g['value'] is None else format(g['value'], '.3f')} -> {verdict(g)}")
     print(f"results: {bench.out}/{bench.name}.json, report {bench.out}/{bench.name}.md")
     return 0
 
