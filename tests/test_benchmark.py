@@ -128,6 +128,15 @@ def _method(seeds, dice, pool):
             "dice_per_label": {"a": 0.5}}
 
 
+def _result(methods, seeds=(0,), **keys):
+    """A results dict for ``report.markdown``: a one-epoch toy run with these methods and any further keys."""
+    return dict({"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": list(seeds),
+                 "methods": methods,
+                 "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01,
+                            "registration_iterations": 1},
+                 "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}}, **keys)
+
+
 def test_ablations_are_also_paired_with_the_method_they_change():
     from nnunetv2_oneshot.benchmark.report import markdown, paired, parent
     m = {"nnUNetTrainer_1label": _method([0, 1], [0.5, 0.5], [0.5, 0.5]),
@@ -145,10 +154,7 @@ def test_ablations_are_also_paired_with_the_method_they_change():
     assert ema["pool"]["mean"] == pytest.approx(-0.075)
     assert "vs_RRLMedSAMTrainer" not in p["RRLMedSAMTrainer"] and set(p["OneShotDistillTrainer_noHint"]) == \
         {"vs_nnUNetTrainer_1label", "vs_OneShotDistillTrainer"}
-    res = {"dataset": "D", "machine": "M", "plans": "P", "seeds": [0, 1, 2], "methods": m, "paired": p,
-           "budget": {"epochs": 1, "iterations": 1, "optimizer": "adamw", "lr": 0.01, "registration_iterations": 1},
-           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}}
-    table = markdown(res, {}).split("Differences paired by seed")[1]
+    table = markdown(_result(m, seeds=[0, 1, 2], paired=p), {}).split("Differences paired by seed")[1]
     assert "| test vs its parent | pool vs its parent |" in table
     row = next(l for l in table.splitlines() if l.startswith("| RRLMedSAMTrainer_noEMA |"))
     assert row.rstrip(" |").endswith("-0.025 ± 0.075 | -0.075 ± 0.025")
@@ -216,10 +222,8 @@ def test_report_says_when_goals_and_paired_differences_use_different_seeds(one_l
     scores = {"OneShotDistillTrainer": [_record("OneShotDistillTrainer", s, d) for s, d in ((0, 0.68), (1, 0.71))],
               "nnUNetTrainer_1label": [_record("nnUNetTrainer_1label", s, one_label[s]) for s in one_label_seeds]}
     methods = report.aggregate(scores)
-    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": list(one_label_seeds),
-           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
-           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}, "methods": methods,
-           "goals": report.goals(methods, None), "headroom": report.headroom(methods), "paired": report.paired(methods)}
+    res = _result(methods, seeds=list(one_label_seeds), goals=report.goals(methods, None),
+                  headroom=report.headroom(methods), paired=report.paired(methods))
     md = report.markdown(res, {})
     # the goal is the difference of the table's means; the paired difference only ever sees seeds 0 and 1
     gain = res["goals"]["dice_gain_vs_1label"]["value"]
@@ -239,13 +243,11 @@ def test_recovered_fraction_is_judged_only_above_a_real_headroom(upper, ours, va
     methods = {"nnUNetTrainer_1label": _method([0], [0.70], [0.70]),
                "OneShotDistillTrainer": _method([0], [ours], [ours]),
                "nnUNetTrainer_all_labels": _method([0], [upper], [upper])}
-    g = report.goals(methods, None)["recovered_fraction"]
+    goals = report.goals(methods, None)
+    g = goals["recovered_fraction"]
     assert g["met"] is met and (g["value"] is None if value is None else g["value"] == pytest.approx(value))
-    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": [0],
-           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
-           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]}, "methods": methods,
-           "goals": report.goals(methods, None)}
-    line = next(l for l in report.markdown(res, {}).splitlines() if l.startswith("- recovered_fraction"))
+    md = report.markdown(_result(methods, goals=goals), {})
+    line = next(l for l in md.splitlines() if l.startswith("- recovered_fraction"))
     if met is None:
         assert "n/a" in line and "not judged" in line and f"{upper - 0.70:+.3f}" in line
     else:
@@ -262,11 +264,9 @@ def test_convergence_needs_enough_epochs_to_judge(curve, flat):
     from nnunetv2_oneshot.benchmark import report
     c = report.convergence(curve)
     assert c["flat"] is flat and c["epochs"] == len(curve)
-    res = {"dataset": "Dataset901_Toy", "machine": "m", "plans": "p", "seeds": [0],
-           "budget": {"epochs": 1, "iterations": 1, "optimizer": "sgd", "lr": 0.01, "registration_iterations": 1},
-           "split": {"atlas": "a", "unlabelled": ["u"], "test": ["t"]},
-           "methods": {"nnUNetTrainer_1label": _method([0], [0.7], [0.7])}, "convergence": dict(c, seed=0)}
-    line = next(l for l in report.markdown(res, {}).splitlines() if l.startswith("Convergence"))
+    md = report.markdown(_result({"nnUNetTrainer_1label": _method([0], [0.7], [0.7])},
+                                 convergence=dict(c, seed=0)), {})
+    line = next(l for l in md.splitlines() if l.startswith("Convergence"))
     assert line.endswith({None: f"{len(curve)} epochs are fewer than 10, too short a budget for any comparison.",
                           True: "-> flat.", False: "NOT flat: the budget is too short."}[flat])
 
