@@ -18,3 +18,9 @@ GENERATED_MARKER = ".generated_by_nnunetv2_oneshot"
 #: default dataset ids of the embedded datasets
 BRAIN_DATASET_ID = 990
 CT_DATASET_ID = 991
+IXI_DATASET_ID = 992
+
+#: validation split of a dataset that has one (IXI): the labelled scans every development decision is taken on,
+#: beside imagesTs/labelsTs (test: reported figures only). No trainer reads them.
+VALIDATION_IMAGES = "imagesVal"
+VALIDATION_LABELS = "labelsVal"

@@ -23,11 +23,14 @@ Order of the checks (cheap ones first, all of them before any compute):
    3D, channels of a case share shape and spacing, image/label shape and spacing agree;
 4. voxels (only with ``check_voxels=True``; each file is fully read once, NIfTI with nibabel because
    SimpleITK silently turns NaN/inf of NIfTI files into 0): readable, no NaN/inf in images or labels, label
-   values all declared in ``dataset.json``.
+   values all declared in ``dataset.json``; and which held-out scans (``imagesTs``, ``imagesVal``) have the
+   same voxels as an unlabelled image (``OneShotDataset.held_out_in_pool``: a transductive set-up, reported,
+   not an error).
 
 Spacings are compared with ``np.allclose`` defaults, like nnU-Net's ``verify_dataset_integrity``; origin or
 direction differences between image and label only warn (as in nnU-Net). Folders ``imagesTs`` (file names
-only), ``labelsTs`` and ``labelsUnlabelledOracle`` are not read.
+only, and their voxels for the transductive check), ``labelsTs``, ``labelsVal`` and
+``labelsUnlabelledOracle`` are not read.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_oneshot.constants import DATASET_JSON_KEY, UNLABELLED_FOLDER
+from nnunetv2_oneshot.constants import DATASET_JSON_KEY, UNLABELLED_FOLDER, VALIDATION_IMAGES
 
 __all__ = [
     "OneShotDatasetError",
@@ -91,6 +94,10 @@ class OneShotDataset:
     label_values: List[int]
     #: name of the unlabelled folder inside ``folder`` (dataset.json "oneshot"/"unlabelled_folder")
     unlabelled_folder_name: str = UNLABELLED_FOLDER
+    #: (held-out image file relative to ``folder``, unlabelled case) for every scan of imagesTs or imagesVal whose
+    #: voxels equal an unlabelled image's: a transductive set-up, where the one-shot trainers see the held-out
+    #: scans. None when voxels were not read (``check_voxels=False``).
+    held_out_in_pool: Optional[List[Tuple[str, str]]] = None
 
     @property
     def unlabelled_folder(self) -> str:
@@ -545,6 +552,13 @@ def _unique(arr: np.ndarray) -> np.ndarray:
     return np.unique(arr)
 
 
+def _voxel_key(arr: np.ndarray) -> str:
+    """Content key of an image's voxels (shape and values, whatever the file's dtype or compression)."""
+    import hashlib
+    a = np.ascontiguousarray(arr, dtype=np.float64)
+    return hashlib.sha1(repr(a.shape).encode() + a.tobytes()).hexdigest()
+
+
 def _check_label_values(ctx: _Ctx, path: str, arr: np.ndarray, declared: List[int]) -> None:
     found = _unique(arr)
     undeclared = [v for v in found.tolist() if not (float(v).is_integer() and int(v) in declared)]
@@ -668,10 +682,23 @@ def validate_oneshot_dataset(folder: str, check_voxels: bool = True) -> OneShotD
             _check_finite(ctx, c["label"], seg, "Label file")
             _check_label_values(ctx, c["label"], seg, label_values)
             del seg
+        pool_keys = {}
         for case, paths in unlabelled.items():
             for p in paths:
-                _check_finite(ctx, p, _read_array(ctx, p), "Image")
+                arr = _read_array(ctx, p)
+                _check_finite(ctx, p, arr, "Image")
+                pool_keys.setdefault(_voxel_key(arr), case)
+        # held-out scans (first channel) that are also in the pool, voxel for voxel
+        held_out = []
+        for sub in ("imagesTs", VALIDATION_IMAGES):
+            d = os.path.join(folder, sub)
+            if os.path.isdir(d):
+                for n in sorted(n for n in _visible_files(d) if n.endswith("_0000" + ending)):
+                    key = _voxel_key(_read_array(ctx, os.path.join(d, n)))
+                    if key in pool_keys:
+                        held_out.append((f"{sub}/{n}", pool_keys[key]))
 
     return OneShotDataset(folder=folder, dataset_json=dataset_json, labelled=labelled, unlabelled=unlabelled,
                           atlas=next(iter(labelled)), num_channels=num_channels, file_ending=ending,
-                          label_values=label_values, unlabelled_folder_name=unlabelled_name)
+                          label_values=label_values, unlabelled_folder_name=unlabelled_name,
+                          held_out_in_pool=held_out if check_voxels else None)

@@ -23,9 +23,14 @@ def _cmd_make_dataset(args) -> int:
     kw = {"seed": args.seed, "overwrite": args.overwrite}
     if args.id is not None:
         kw["dataset_id"] = args.id
+    ixi_only = {"source": args.source, "pool": args.pool, "labels": args.labels}
+    if args.which == "ixi":
+        kw.update({k: v for k, v in ixi_only.items() if v is not None})
+    elif any(v is not None for v in ixi_only.values()):
+        sys.exit(f"error: --source, --pool and --labels are options of 'make-dataset ixi', not of {args.which}")
     try:
         folder = DATASET_MAKERS[args.which](_raw_root(args), **kw)
-    except FileExistsError as e:
+    except (FileExistsError, ValueError) as e:  # ValueError: a bad IXI source or option, one line
         sys.exit(f"error: {e}")
     print(f"Dataset written to {folder}")
     return 0
@@ -40,7 +45,44 @@ def _cmd_validate(args) -> int:
         sys.exit(f"error: {e}")
     print(f"OK: {len(ds.labelled)} labelled case(s) (atlas {ds.atlas}), {len(ds.unlabelled)} unlabelled image(s), "
           f"{ds.num_channels} channel(s), labels {ds.label_values}")
+    for held_out, case in ds.held_out_in_pool:
+        print(f"warning: {held_out} has the same voxels as unlabelled case '{case}': the one-shot trainers see this "
+              f"held-out scan (transductive; `benchmark` refuses it unless --transductive)", file=sys.stderr)
     return 0
+
+
+def _cmd_suggest_atlas(args) -> int:
+    import SimpleITK as sitk
+    from nnunetv2_oneshot.propagate import _input_cases
+    from nnunetv2_oneshot.registration.atlas_choice import rank_atlas_candidates
+    try:
+        folder, ending = _atlas_candidates_folder(args.dataset, args.file_ending)
+        cases = _input_cases(folder, ending)
+        if len(cases) < 3:
+            raise ValueError(f"{folder} holds {len(cases)} image(s) named CASE_0000{ending}: ranking needs at least 3")
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"ranking {len(cases)} scans of {folder} by centrality (affine alignment, first channel; no label read)")
+    ranking = rank_atlas_candidates({c: sitk.ReadImage(files[0], sitk.sitkFloat32) for c, files in cases},
+                                    shrink=args.shrink, progress=lambda m: print("  " + m, flush=True))
+    print(f"\n{'rank':>4}  {'case':<24}{'centrality':>10}")
+    for i, (c, score) in enumerate(ranking[:args.top], start=1):
+        print(f"{i:>4}  {c:<24}{score:10.4f}")
+    print(f"\nlabel {ranking[0][0]} first: it is the scan most like the others after affine alignment")
+    return 0
+
+
+def _atlas_candidates_folder(dataset: str, file_ending: str) -> tuple:
+    """(folder, file ending) of the scans to rank: a folder given as such, or a dataset's unlabelled folder."""
+    if os.path.isdir(dataset):
+        return dataset, file_ending
+    import json
+    from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
+    from nnunetv2_oneshot.validation import get_unlabelled_folder_name
+    raw = raw_dataset_folder(dataset)
+    with open(os.path.join(raw, "dataset.json")) as f:
+        dj = json.load(f)
+    return os.path.join(raw, get_unlabelled_folder_name(dj)), dj.get("file_ending", file_ending)
 
 
 def _cmd_plan(args) -> int:
@@ -79,7 +121,8 @@ def _cmd_benchmark(args) -> int:
     try:
         bench = Benchmark(args.dataset, output=args.o, methods=args.methods, seeds=args.seeds, budget=budget,
                           plans=args.p, device=args.device, pool_labels=args.pool_labels,
-                          measure_cost=not args.no_cost, jobs=args.jobs, report_only=args.report_only)
+                          measure_cost=not args.no_cost, jobs=args.jobs, report_only=args.report_only,
+                          transductive=args.transductive, split=args.split)
     except ValueError as e:  # BenchmarkError, OneShotDatasetError, missing env var: one line, before compute
         sys.exit(f"error: {e}")
     try:
@@ -92,7 +135,8 @@ def _cmd_benchmark(args) -> int:
         print(f"{m.ljust(width)}{v['dice_mean']:8.3f}{v['dice_std']:7.3f}{v['hd95_mean']:9.1f}")
     for k, g in res["goals"].items():
         print(f"goal {k}: {'n/a' if g['value'] is None else format(g['value'], '.3f')} -> {verdict(g)}")
-    print(f"results: {bench.out}/{bench.name}.json, report {bench.out}/{bench.name}.md")
+    stem = f"{bench.out}/{bench.name}{bench.suffix}"
+    print(f"scored on the {bench.split} split; results: {stem}.json, report {stem}.md")
     return 0
 
 
@@ -103,10 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("doctor", help="check that nnU-Net finds our trainers/planners and the environment is sane")
     s.set_defaults(func=_cmd_doctor)
 
-    s = sub.add_parser("make-dataset", help="write an embedded real-anatomy one-shot dataset into nnUNet_raw")
-    s.add_argument("which", choices=["brain", "ct"])
-    s.add_argument("--id", type=int, default=None, help="dataset id (default 990 brain, 991 ct)")
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("make-dataset", help="write a one-shot dataset into nnUNet_raw: the embedded brain (demo) or "
+                                            "chest CT (smoke), or the real-MRI IXI benchmark from its folder")
+    s.add_argument("which", choices=["brain", "ct", "ixi"])
+    s.add_argument("--id", type=int, default=None, help="dataset id (default 990 brain, 991 ct, 992 ixi)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the generated images (brain, ct) or of the "
+                                                       "split (ixi)")
+    s.add_argument("--source", default=None,
+                   help="ixi: folder with t1/, dlmuse_seg/ and muse_labels.csv (default ../shared/data/ixi from "
+                        "the current directory); only read, never changed")
+    s.add_argument("--pool", type=int, default=None,
+                   help="ixi: keep N unlabelled scans (nested: a smaller pool is part of a larger one; default all)")
+    s.add_argument("--labels", choices=["seg35", "muse"], default=None,
+                   help="ixi: seg35 = 35 merged structures (default), muse = every single MUSE region (harder)")
     s.add_argument("--raw", default=None, help="raw root (default: $nnUNet_raw)")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset that this command made before")
     s.set_defaults(func=_cmd_make_dataset)
@@ -114,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a one-shot raw dataset (one-line error on the first problem)")
     s.add_argument("dataset", help="dataset id or name")
     s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("suggest-atlas", help="which scan to label: rank unlabelled scans by how central each is "
+                                             "among the others (image similarity after affine alignment)")
+    s.add_argument("dataset", help="dataset id or name (ranks its unlabelled folder), or a folder of images named "
+                                   "CASE_0000<ending>")
+    s.add_argument("--top", type=int, default=10, help="how many to list (default 10)")
+    s.add_argument("--shrink", type=int, default=3,
+                   help="down-sampling factor before registration (default 3: 6 mm for 2 mm scans)")
+    s.add_argument("--file-ending", default=".nii.gz", help="for a folder: the images' ending (default .nii.gz)")
+    s.set_defaults(func=_cmd_suggest_atlas)
 
     s = sub.add_parser("plan", help="validate, then nnU-Net fingerprint + plan + preprocess (3d_fullres) and "
                                     "preprocess the unlabelled images with the same plans")
@@ -169,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1,
                    help="seeds trained at the same time (default 1), each with cores/JOBS torch threads unless "
                         "OMP_NUM_THREADS is set; 2 jobs on 2 CPU cores gave 1.2x the throughput of one")
+    s.add_argument("--split", choices=["validation", "test"], default=None,
+                   help="held-out scans to score: validation (imagesVal/labelsVal: every development decision) or "
+                        "test (imagesTs/labelsTs: reported figures only); default validation where the dataset has "
+                        "one, else test. Both share the trained models")
+    s.add_argument("--transductive", action="store_true",
+                   help="allow test scans that are also in the unlabelled pool (same voxels): the one-shot trainers "
+                        "then see the scans they are scored on; refused without this flag")
     s.add_argument("--report-only", action="store_true",
                    help="write the results JSON, report and plots from the (seed, method) pairs finished so far; "
                         "trains and predicts nothing")
