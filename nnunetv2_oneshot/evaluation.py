@@ -10,10 +10,11 @@ import numpy as np
 
 
 def dice_per_label(pred_folder: str, ref_folder: str, dataset_json: dict, num_processes: int = 1) -> Dict:
-    """Returns {"per_label": {name: dice}, "mean": float} over the dataset's foreground labels.
+    """Returns {"per_label": {name: dice}, "mean": float, "per_case": {case: mean dice over its labels}} over
+    the dataset's foreground labels; ``per_case`` serves comparisons paired by subject.
 
     nnU-Net's evaluation gives NaN Dice where a label is absent from both prediction and reference; those
-    are skipped in the mean (never counted as zeros or ones).
+    are skipped in the means (never counted as zeros or ones).
     """
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
@@ -23,7 +24,10 @@ def dice_per_label(pred_folder: str, ref_folder: str, dataset_json: dict, num_pr
     res = compute_metrics_on_folder(ref_folder, pred_folder, os.path.join(pred_folder, "summary.json"), rw,
                                     dataset_json["file_ending"], labels, num_processes=num_processes)
     per_label = {names[l]: float(res["mean"][l]["Dice"]) for l in labels}
-    return {"per_label": per_label, "mean": nan_mean(list(per_label.values()))}
+    ending = dataset_json["file_ending"]
+    per_case = {os.path.basename(c["reference_file"])[:-len(ending)]: nan_mean([c["metrics"][l]["Dice"] for l in labels])
+                for c in res["metric_per_case"]}
+    return {"per_label": per_label, "mean": nan_mean(list(per_label.values())), "per_case": per_case}
 
 
 def nan_mean(values) -> float:

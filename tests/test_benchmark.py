@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,6 +231,43 @@ def test_report_says_when_goals_and_paired_differences_use_different_seeds(one_l
     assert gain == pytest.approx(0.695 - sum(one_label[s] for s in one_label_seeds) / len(one_label_seeds))
     assert res["paired"]["OneShotDistillTrainer"]["vs_nnUNetTrainer_1label"]["test"]["mean"] == pytest.approx(-0.015)
     assert ("each over its own seeds" in md) == note
+
+
+def _case_record(method, seed, per_case):
+    return {"method": method, "seed": seed, "dice": {"per_label": {"outer": 0.5}, "mean": float(np.mean(per_case)),
+                                                     "per_case": {f"c{i:02d}": float(v) for i, v in
+                                                                  enumerate(per_case)}},
+            "hd95": {"per_label": {"outer": 1.0}, "mean": 1.0}}
+
+
+def test_differences_paired_by_subject_have_bootstrap_intervals():
+    from nnunetv2_oneshot.benchmark import report
+    base = np.linspace(0.5, 0.8, 40)
+    noise = np.random.default_rng(0).normal(0.02, 0.05, 40)
+    scores = {"nnUNetTrainer_1label": [_case_record("nnUNetTrainer_1label", 0, base)],
+              # two seeds: each subject's Dice is their mean (base + 0.04) before it is paired
+              "OneShotDistillTrainer": [_case_record("OneShotDistillTrainer", 0, base + 0.05),
+                                        _case_record("OneShotDistillTrainer", 1, base + 0.03)],
+              "atlas_registration": [_case_record("atlas_registration", 0, base + 0.1)],
+              "OneShotRegAugTrainer": [_case_record("OneShotRegAugTrainer", 0, base + noise)]}
+    ps = report.per_subject(scores)
+    d = ps["OneShotDistillTrainer"]["vs_nnUNetTrainer_1label"]
+    assert d["mean"] == pytest.approx(0.04) and d["ci95"] == pytest.approx([0.04, 0.04]) and d["cases"] == 40
+    assert d["win_fraction"] == 1.0
+    r = ps["OneShotDistillTrainer"]["vs_atlas_registration"]
+    assert r["mean"] == pytest.approx(-0.06) and r["win_fraction"] == 0.0
+    # a noisy difference: the interval holds its mean, with about the normal approximation's width
+    n = ps["OneShotRegAugTrainer"]["vs_nnUNetTrainer_1label"]
+    lo, hi = n["ci95"]
+    assert n["mean"] == pytest.approx(noise.mean()) and lo < n["mean"] < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * noise.std() / np.sqrt(40), rel=0.2)
+    assert report.per_subject(scores) == ps  # the same interval every time the report is made
+    assert "vs_atlas_registration" not in ps["atlas_registration"]
+    assert report.bootstrap_ci([0.1]) != report.bootstrap_ci([0.1])  # one subject: NaN, no interval
+    md = report.markdown(_result(report.aggregate(scores), per_subject=ps, scored_split="validation"), {})
+    assert "Differences paired by subject on the validation scans" in md
+    row = next(l for l in md.splitlines() if l.startswith("| OneShotDistillTrainer |") and "wins" in l)
+    assert "+0.040 [+0.040, +0.040], wins 100% of 40" in row and "-0.060" in row
 
 
 @pytest.mark.parametrize("upper, ours, value, met", [
@@ -605,3 +643,61 @@ def test_sam_methods_without_weights_fail_in_one_line(toy_planned, tmp_path):
     assert r.returncode != 0 and "LiteMedSAM weights not found" in r.stderr and "--methods" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def _toy_copy(toy_planned, tmp_path):
+    """A copy of the toy raw dataset to change, and the environment that points nnU-Net's raw folder at it."""
+    root, env, _ = toy_planned
+    raw = tmp_path / "raw"
+    shutil.copytree(root / "raw" / "Dataset901_Toy", raw / "Dataset901_Toy")
+    return raw / "Dataset901_Toy", dict(env, nnUNet_raw=str(raw))
+
+
+def test_validation_split_is_scored_by_default_and_test_only_when_asked(toy_planned, tmp_path):
+    import subprocess
+    import numpy as np
+    from toy_data import _write, toy_subject
+    folder, env = _toy_copy(toy_planned, tmp_path)
+    (folder / "imagesVal").mkdir()
+    (folder / "labelsVal").mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        img, lab = toy_subject(rng)
+        _write(img, str(folder / "imagesVal" / f"toy_v{i:02d}_0000.nii.gz"))
+        _write(lab, str(folder / "labelsVal" / f"toy_v{i:02d}.nii.gz"))
+    out = tmp_path / "b"
+    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(out), "--methods", "atlas_registration", *TINY]
+    log = run_cmd(cmd, env, tmp_path)
+    assert "validation ['toy_v00', 'toy_v01', 'toy_v02'] (scored)" in log and "scored on the validation split" in log
+    val = json.loads((out / "Dataset901_Toy_validation.json").read_text())
+    assert val["scored_split"] == "validation" and not (out / "Dataset901_Toy.json").exists()
+    rec = json.loads((out / "seed0" / "scores_validation" / "atlas_registration.json").read_text())
+    assert sorted(rec["dice"]["per_case"]) == ["toy_v00", "toy_v01", "toy_v02"]
+    assert not (out / "seed0" / "scores").exists() and not (out / "seed0" / "predictions").exists()
+    # the test split: asked for by name, into its own records beside the validation ones
+    run_cmd(cmd + ["--split", "test"], env, tmp_path)
+    test = json.loads((out / "Dataset901_Toy.json").read_text())
+    assert test["scored_split"] == "test"
+    assert sorted(json.loads((out / "seed0" / "scores" / "atlas_registration.json").read_text())["dice"]["per_case"]) \
+        == ["toy_t00", "toy_t01"]
+    assert json.loads((out / "Dataset901_Toy_validation.json").read_text()) == val
+
+
+def test_a_test_scan_in_the_pool_is_refused_unless_transductive(toy_planned, tmp_path):
+    import subprocess
+    folder, env = _toy_copy(toy_planned, tmp_path)
+    shutil.copy(folder / "imagesTs" / "toy_t01_0000.nii.gz", folder / "imagesUnlabelled" / "toy_u99_0000.nii.gz")
+    shutil.copy(folder / "labelsTs" / "toy_t01.nii.gz", folder / "labelsUnlabelledOracle" / "toy_u99.nii.gz")
+    r = subprocess.run([f"{BIN}/nnunetv2-oneshot", "validate", "901"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("OK:")
+    assert r.stderr.strip() == ("warning: imagesTs/toy_t01_0000.nii.gz has the same voxels as unlabelled case "
+                                "'toy_u99': the one-shot trainers see this held-out scan (transductive; `benchmark` "
+                                "refuses it unless --transductive)")
+    cmd = [f"{BIN}/nnunetv2-oneshot", "benchmark", "901", "-o", str(tmp_path / "b"), "--methods",
+           "atlas_registration", *TINY]
+    r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--transductive" in r.stderr
+    assert "imagesTs/toy_t01_0000.nii.gz has the same voxels as unlabelled case 'toy_u99'" in r.stderr
+    assert not (tmp_path / "b").exists()
+    run_cmd(cmd + ["--transductive"], env, tmp_path)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["transductive"] is True

@@ -19,12 +19,24 @@ class Method:
     sam: bool = False
     #: no model at all: classical registration of the labelled case(s) onto each image (SimpleITK)
     classical: bool = False
+    #: "ours": the benchmark's student recipe (budgets' optimiser and lr, no mirroring, class-prior head init);
+    #: "nnunet": nnU-Net's own (SGD, its lr, mirroring, default init), only the budget's length applies
+    recipe: str = "ours"
     description: str = ""
+
+    @property
+    def subfolder(self) -> str:
+        """Where a seed keeps this method's models, beside the others': methods that share a trainer class
+        (the upper bound, the nnU-Net-recipe baseline) need a folder of their own."""
+        return "all_labels" if self.data == "all_labels" else "nnunet_recipe" if self.recipe == "nnunet" else ""
 
 
 METHODS = {
     "nnUNetTrainer_1label": Method("nnUNetTrainer_oneshotBaseline",
                                    description="plain nnUNetTrainer on the labelled case(s) only"),
+    "nnUNetTrainer_1label_nnunetRecipe": Method("nnUNetTrainer_oneshotBaseline", recipe="nnunet",
+                                                description="plain nnUNetTrainer on the labelled case(s) only, "
+                                                            "nnU-Net's own recipe (SGD, mirroring)"),
     "atlas_propagation": Method(None, description="atlas labels warped by the trained registration net"),
     "atlas_registration": Method(None, classical=True,
                                  description="classical atlas registration, no training: SimpleITK affine + "
@@ -79,17 +91,20 @@ REGISTRATION = "atlas_registration"
 
 def training_attributes(method: Method, budget: dict) -> dict:
     """Trainer attributes for one method: the same student budget and recipe for all (mirroring off,
-    class-prior head init; see trainers/common.py), plus the registration budget for one-shot trainers and
-    the hint schedule for the distillation trainers."""
+    class-prior head init; see trainers/common.py), plus the registration budget for one-shot trainers. Nothing
+    of the method: each trainer trains as its class defines it."""
+    save_every = max(1, min(10, budget["epochs"] // 8))
     attrs = dict(num_epochs=budget["epochs"], num_iterations_per_epoch=budget["iterations"],
-                 num_val_iterations_per_epoch=budget["val_iterations"], optimizer_name=budget["optimizer"],
-                 initial_lr=budget["lr"], mirror_axes=None, class_prior_init=True,
+                 num_val_iterations_per_epoch=budget["val_iterations"],
                  # nnU-Net's default (every 50 epochs) would leave a 40-epoch run nothing to resume from, and a
                  # killed long CPU run (a 160-epoch CT model at ~100 s an epoch) should lose minutes, not half an hour
-                 save_every=max(1, min(10, budget["epochs"] // 8)))
-    if method.trainer.startswith("OneShotDistillTrainer"):
-        attrs.update(hint_start_fraction=budget["hint_start_fraction"],
-                     hint_rampup_fraction=budget["hint_rampup_fraction"])
+                 save_every=save_every,
+                 # a snapshot every other checkpoint: Dice on held-out scans against training length after one
+                 # run (benchmarks/validation_curve.py), which is how the budget's convergence is judged
+                 snapshot_every=2 * save_every)
+    if method.recipe == "ours":
+        attrs.update(optimizer_name=budget["optimizer"], initial_lr=budget["lr"], mirror_axes=None,
+                     class_prior_init=True)
     if method.sam:
         attrs.update(sam_embed_every=budget["sam_embed_every"])
     if method.registration:

@@ -211,6 +211,57 @@ def paired(methods: Dict[str, dict]) -> Dict[str, dict]:
     return out
 
 
+#: bootstrap resamples of the per-subject CIs, and their seed (the interval is the same every time it is made)
+BOOTSTRAP_RESAMPLES = 10000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(diffs, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple:
+    """Percentile bootstrap CI of the mean of ``diffs`` (one value per subject): subjects are resampled with
+    replacement. (nan, nan) with fewer than 2 values."""
+    d = np.asarray(diffs, float)
+    if d.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, (resamples, d.size))].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def per_case_dice(recs: List[dict]) -> Dict[str, float]:
+    """case -> mean Dice over the seeds of ``recs`` (score records that kept per-case Dice)."""
+    cases = {}
+    for r in recs:
+        for c, v in (r["dice"].get("per_case") or {}).items():
+            cases.setdefault(c, []).append(v)
+    return {c: nan_mean(v) for c, v in sorted(cases.items())}
+
+
+def per_subject(scores: Dict[str, List[dict]], refs=(ONE_LABEL, REGISTRATION)) -> Dict[str, dict]:
+    """Every method against each of ``refs``, paired by subject: per held-out case the difference of the Dice
+    (each side averaged over its seeds), its mean over the cases, a 95% bootstrap CI of that mean, and the
+    fraction of cases the method wins. Many scanned subjects, not a handful of seeds, carry the uncertainty.
+    Only the cases both sides scored count; records without per-case Dice give nothing."""
+    dice = {m: per_case_dice(recs) for m, recs in scores.items()}
+    out = {}
+    for name in scores:
+        row = {}
+        for ref in refs:
+            if ref == name or ref not in dice:
+                continue
+            common = [c for c in dice[name] if c in dice[ref] and np.isfinite(dice[name][c] - dice[ref][c])]
+            if len(common) < 2:
+                continue
+            d = np.array([dice[name][c] - dice[ref][c] for c in common])
+            lo, hi = bootstrap_ci(d)
+            row["vs_" + ref] = {"mean": float(d.mean()), "ci95": [lo, hi], "cases": len(common),
+                                "win_fraction": float(np.mean(d > 0))}
+        if row:
+            out[name] = row
+    return out
+
+
 def bar_plot(methods: Dict[str, dict], out_file: str, title: str):
     import matplotlib
     matplotlib.use("Agg")
@@ -310,6 +361,15 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
         if ablations:
             lines += ["", "Parent: the method an ablation changes (its name up to the first `_`), on the seeds "
                           "both have."]
+    if res.get("per_subject"):
+        refs = [r for r in (ONE_LABEL, REGISTRATION) if any("vs_" + r in row for row in res["per_subject"].values())]
+        cell = lambda d: "" if d is None else (f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+                                               f"wins {100 * d['win_fraction']:.0f}% of {d['cases']}")
+        lines += ["", f"Differences paired by subject on the {res.get('scored_split', 'test')} scans (mean Dice "
+                      f"difference, 95% bootstrap CI over subjects, share of subjects where the method is better):",
+                  "", "| method | " + " | ".join(f"vs {r}" for r in refs) + " |", "|---|" + "---|" * len(refs)]
+        for name, row in res["per_subject"].items():
+            lines.append(f"| {name} | " + " | ".join(cell(row.get("vs_" + r)) for r in refs) + " |")
     if res.get("convergence"):
         c = res["convergence"]
         seed = c.get("seed", res["seeds"][0])
@@ -337,7 +397,9 @@ def markdown(res: dict, files: Dict[str, str]) -> str:
 
 
 def write(bench, cost: Optional[dict]) -> dict:
+    from nnunetv2_oneshot.benchmark.run import HELD_OUT
     from nnunetv2_oneshot.cli.demo import overlay_png
+    stem = bench.name + bench.suffix  # <dataset>_validation.* for the validation split
     scores = load_scores(bench)
     if not scores:
         raise RuntimeError("no finished runs to report")
@@ -350,35 +412,35 @@ def write(bench, cost: Optional[dict]) -> dict:
                         "folding_fraction": float(np.mean([r["folding_fraction"] for r in regs])),
                         "source": regs[0]["source"]}
     cfg = bench.config()
-    res = {"dataset": bench.name, "budget": bench.budget, "seeds": bench.seeds, "machine": machines(scores),
+    res = {"dataset": bench.name, "scored_split": bench.split, "budget": bench.budget, "seeds": bench.seeds, "machine": machines(scores),
            "plans": bench.plans, "split": cfg["split"], "methods": methods, "cost": cost,
            "registration": registration, "goals": goals(methods, cost), "headroom": headroom(methods),
-           "paired": paired(methods)}
+           "paired": paired(methods), "per_subject": per_subject(scores)}
     curve_seed, curves = training_curves(scores, bench.seeds)
     if UPPER in curves:
         res["convergence"] = dict(convergence(curves[UPPER]["ema_fg_dice"]), seed=curve_seed)
     files = {}
-    bar = join(bench.out, f"{bench.name}_dice.png")
-    bar_plot(methods, bar, f"{bench.name}: Dice per structure on the test cases (mean over seeds)")
+    bar = join(bench.out, f"{stem}_dice.png")
+    bar_plot(methods, bar, f"{bench.name}: Dice per structure on the {bench.split} cases (mean over seeds)")
     files["Dice per structure"] = bar
     if curves:
-        f = join(bench.out, f"{bench.name}_curves.png")
+        f = join(bench.out, f"{stem}_curves.png")
         curves_plot(curves, f, f"{bench.name}: nnU-Net's pseudo Dice (EMA) per epoch, seed {curve_seed}")
         files["training curves"] = f
-    ref = join(bench.raw, "labelsTs")
+    images, ref = (join(bench.raw, f) for f in HELD_OUT[bench.split])
     case = sorted(x for x in os.listdir(ref) if x.endswith(bench.ds.file_ending))[0]
-    image = join(bench.raw, "imagesTs", case[:-len(bench.ds.file_ending)] + "_0000" + bench.ds.file_ending)
-    preds = {m: join(bench._seed_dir(bench.seeds[0]), "predictions", m, case) for m in methods
+    image = join(images, case[:-len(bench.ds.file_ending)] + "_0000" + bench.ds.file_ending)
+    preds = {m: join(bench._seed_dir(bench.seeds[0]), "predictions" + bench.suffix, m, case) for m in methods
              if m in (ONE_LABEL, PROPAGATION, REGISTRATION, OURS, UPPER)}
     preds = {k: v for k, v in preds.items() if isfile(v)}
-    f = join(bench.out, f"{bench.name}_overlay.png")
+    f = join(bench.out, f"{stem}_overlay.png")
     if preds and isfile(image):
         overlay_png(image, join(ref, case), preds, f)
         files["overlay"] = f
     elif isfile(f):  # drawn by an earlier report; this folder no longer has the predictions to redraw it
         files["overlay"] = f
-    with open(join(bench.out, f"{bench.name}.json"), "w") as fh:
+    with open(join(bench.out, f"{stem}.json"), "w") as fh:
         json.dump(res, fh, indent=1)
-    with open(join(bench.out, f"{bench.name}.md"), "w") as fh:
+    with open(join(bench.out, f"{stem}.md"), "w") as fh:
         fh.write(markdown(res, files))
     return res

@@ -1,8 +1,10 @@
 """``nnunetv2-oneshot benchmark DATASET``: every method on one budget, scored on the held-out test cases.
 
 For each seed and method: train in a subprocess (nnU-Net's trainer, built as ``nnUNetv2_train`` builds it,
-with the benchmark's budget), predict ``imagesTs`` with stock ``nnUNetv2_predict``, score against
-``labelsTs`` (Dice with nnU-Net's evaluation, HD95). Test cases are seen by no stage, registration
+with the benchmark's budget), predict the held-out split with stock ``nnUNetv2_predict``, score it (Dice
+with nnU-Net's evaluation, per structure and per subject, HD95). The held-out split is ``imagesTs``/``labelsTs``
+(test), or ``imagesVal``/``labelsVal`` (validation, the default where a dataset has it: every development
+decision is taken there, and the test split only reports). Held-out cases are seen by no stage, registration
 included (the trainers only read imagesTr, labelsTr and the unlabelled folder). Everything lives in one
 output folder; running the same command again resumes where it stopped (finished runs are kept,
 interrupted trainings continue from their latest checkpoint).
@@ -10,10 +12,12 @@ interrupted trainings continue from their latest checkpoint).
 Layout of the output folder::
 
     config.json                         budget, plans, dataset split: a resumed run must match it
-    seed<k>/nnUNet_results/...          models of seed k (nnU-Net's layout; all_labels under seed<k>/all_labels)
-    seed<k>/predictions/<method>/       segmentations of the test cases
-    seed<k>/predictions_pool/<method>/  ... of the unlabelled pool scans (where the pool has true labels)
-    seed<k>/scores/<method>.json        Dice/HD95 per label
+    seed<k>/nnUNet_results/...          models of seed k (nnU-Net's layout; the upper bound's under
+                                        seed<k>/all_labels, the nnU-Net-recipe baseline's under seed<k>/nnunet_recipe)
+    seed<k>/predictions/<method>/       segmentations of the test cases (predictions_validation/: validation)
+    seed<k>/predictions_pool/<method>/  ... of the unlabelled pool scans (where the pool has true labels and the
+                                        dataset has no validation split)
+    seed<k>/scores/<method>.json        Dice/HD95 per label, Dice per case (scores_validation/: validation)
     all_labels/nnUNet_raw|preprocessed  the upper bound's dataset: labelled cases + pool with its true labels
     logs/                               one log per command
     <dataset>.json, <dataset>.md, *.png the results, report and plots
@@ -32,11 +36,13 @@ from typing import List, Optional
 
 from nnunetv2_oneshot.benchmark.methods import METHODS, PROPAGATION, Method, training_attributes
 from nnunetv2_oneshot.benchmark.report import checkpoint_curves, machine
-from nnunetv2_oneshot.budgets import CPU, CPU_HINT, CPU_REG, CPU_SAM
+from nnunetv2_oneshot.budgets import CPU, CPU_REG, CPU_SAM
+from nnunetv2_oneshot.constants import VALIDATION_IMAGES, VALIDATION_LABELS
 from nnunetv2_oneshot.process import bin_path as _bin, run_logged
 
 CONFIGURATION = "3d_fullres"
-# the demo's CPU recipe (budgets.py), with 40 instead of 16 epochs
+# the demo's CPU recipe (budgets.py), with 40 instead of 16 epochs. Budget only: each trainer trains as its class
+# defines it (a hint schedule the class does not have, as earlier runs had, would measure another method)
 # registration: 600 iterations, not the demo's 150. Atlas labels warped onto the brain pool (its true labels,
 # never the test donors; benchmarks/registration_budget.py) score Dice 0.435 unwarped, 0.500 after 150
 # iterations, 0.562 after 300, 0.641 after 600 and 0.619 after 1200: at 150 every method built on the
@@ -46,8 +52,7 @@ DEFAULT_BUDGET = dict(epochs=40, iterations=CPU["num_iterations_per_epoch"],
                       lr=CPU["initial_lr"], registration_iterations=600,
                       registration_lr=CPU_REG["registration_lr"],
                       registration_encoder_channels=list(CPU_REG["registration_encoder_channels"]),
-                      registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_HINT,
-                      **CPU_SAM,
+                      registration_decoder_channels=list(CPU_REG["registration_decoder_channels"]), **CPU_SAM,
                       # one registration net per seed: the first one-shot trainer of a seed trains it, the others
                       # start from it (registration_init_from), so every method of a seed sees the same flows
                       # (differences are stage 2's) and stage 1 is paid once, not once per method
@@ -79,6 +84,10 @@ def training_seconds(model_dir: str) -> Optional[float]:
     return total if found else None
 
 
+#: held-out split -> (image folder, label folder); "validation" exists in datasets that have one (IXI)
+HELD_OUT = {"test": ("imagesTs", "labelsTs"), "validation": (VALIDATION_IMAGES, VALIDATION_LABELS)}
+
+
 class BenchmarkError(ValueError):
     """Bad benchmark input: the message is one line."""
 
@@ -99,17 +108,30 @@ class Benchmark:
     def __init__(self, dataset: str, output: Optional[str] = None, methods: Optional[List[str]] = None,
                  seeds: List[int] = (0,), budget: Optional[dict] = None, plans: str = "nnUNetOneShotCPUPlans",
                  device: str = "cpu", pool_labels: Optional[str] = None, measure_cost: bool = True,
-                 jobs: int = 1, report_only: bool = False):
+                 jobs: int = 1, report_only: bool = False, transductive: bool = False, split: Optional[str] = None):
         from nnunetv2_oneshot.nnunet_io import _require, dataset_name, raw_dataset_folder
         from nnunetv2_oneshot.validation import validate_oneshot_dataset
         # every check before any compute, each a one-line error
         self.name = dataset_name(dataset)
         self.raw = raw_dataset_folder(self.name)
         self.ds = validate_oneshot_dataset(self.raw)
-        for sub in ("imagesTs", "labelsTs"):
+        # the held-out split scored: "validation" (imagesVal/labelsVal) takes every development decision, "test"
+        # (imagesTs/labelsTs) only reports; a dataset with a validation split is scored on it unless told otherwise
+        self.has_validation = isdir(join(self.raw, VALIDATION_IMAGES))
+        self.split = split or ("validation" if self.has_validation else "test")
+        if self.split not in HELD_OUT:
+            raise BenchmarkError(f"--split must be one of {list(HELD_OUT)}, got {self.split!r}")
+        for sub in HELD_OUT[self.split]:
             if not isdir(join(self.raw, sub)) or not os.listdir(join(self.raw, sub)):
                 raise BenchmarkError(f"{join(self.raw, sub)} is missing or empty: the benchmark scores held-out "
-                                     f"test cases (imagesTs + labelsTs), which no stage may see")
+                                     f"{self.split} cases ({' + '.join(HELD_OUT[self.split])}), which no stage may "
+                                     f"see")
+        shared = [(f, c) for f, c in self.ds.held_out_in_pool if f.startswith("imagesTs/")]
+        self.transductive = bool(shared)
+        if shared and not transductive:
+            raise BenchmarkError(f"{shared[0][0]} has the same voxels as unlabelled case '{shared[0][1]}' "
+                                 f"({len(shared)} such test scan(s)): the one-shot trainers would see the scans they "
+                                 f"are scored on; remove them from the pool, or pass --transductive to accept it")
         self.methods = list(methods or METHODS)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
@@ -163,13 +185,27 @@ class Benchmark:
         folder = join(self.raw, name)
         return folder if isdir(folder) else None
 
+    def _cases(self, folder: str) -> List[str]:
+        return sorted(f[:-len(self.ds.file_ending)] for f in os.listdir(join(self.raw, folder))
+                      if f.endswith(self.ds.file_ending))
+
     def config(self) -> dict:
-        return {"dataset": self.name, "plans": self.plans, "configuration": CONFIGURATION, "budget": self.budget,
-                "device": self.device,
-                "split": {"labelled": self.ds.labelled_cases, "atlas": self.ds.atlas,
-                          "unlabelled": self.ds.unlabelled_cases,
-                          "test": sorted(f[:-len(self.ds.file_ending)] for f in os.listdir(join(self.raw, "labelsTs"))
-                                         if f.endswith(self.ds.file_ending))}}
+        """What a rerun must share with the run it resumes (the held-out split scored is not part of it: the
+        models are the same for both splits, only predictions and score records differ)."""
+        split = {"labelled": self.ds.labelled_cases, "atlas": self.ds.atlas, "unlabelled": self.ds.unlabelled_cases,
+                 "test": self._cases("labelsTs")}
+        if self.has_validation:
+            split["validation"] = self._cases(VALIDATION_LABELS)
+        cfg = {"dataset": self.name, "plans": self.plans, "configuration": CONFIGURATION, "budget": self.budget,
+               "device": self.device, "split": split}
+        if self.transductive:
+            cfg["transductive"] = True
+        return cfg
+
+    @property
+    def suffix(self) -> str:
+        """Of the folders, score records and report of the split scored: '' for test, '_validation'."""
+        return "" if self.split == "test" else "_" + self.split
 
     def _check_config(self):
         """A rerun must have the run's budget, plans and split. The device may differ: a run started on a GPU
@@ -191,10 +227,10 @@ class Benchmark:
         return join(self.out, f"seed{seed}")
 
     def _score_file(self, seed: int, name: str) -> str:
-        return join(self._seed_dir(seed), "scores", name + ".json")
+        return join(self._seed_dir(seed), "scores" + self.suffix, name + ".json")
 
     def _results_root(self, seed: int, method: Method) -> str:
-        return join(self._seed_dir(seed), "all_labels" if method.data == "all_labels" else "", "nnUNet_results")
+        return join(self._seed_dir(seed), method.subfolder, "nnUNet_results")
 
     def _env(self, seed: int, method: Method) -> dict:
         env = dict(self.env, nnUNet_results=self._results_root(seed, method), **self.job_env)
@@ -293,19 +329,19 @@ class Benchmark:
         one input folder), since each call pays the start-up of nnU-Net and its workers and loads the model.
         Returns ``{"predict_s": wall seconds, "predict_cases": cases predicted}``."""
         method = METHODS[name]
-        ts, ending = join(self.raw, "imagesTs"), self.ds.file_ending
+        ts, ending = join(self.raw, HELD_OUT[self.split][0]), self.ds.file_ending
         tests = self.test_images() if test else []
         test_cases = [c for c, _ in tests]
         pool_cases = sorted(self.ds.unlabelled) if pool else []
         if set(test_cases) & set(pool_cases):  # a case name in both sets: one output folder cannot hold both
             a, b = (self.predict(seed, name, trainer_for_propagation, test=t, pool=not t) for t in (True, False))
             return {k: a[k] + b[k] for k in a}
-        outs = [join(self._seed_dir(seed), sub, name) for sub, on in (("predictions", test),
+        outs = [join(self._seed_dir(seed), sub, name) for sub, on in (("predictions" + self.suffix, test),
                                                                      ("predictions_pool", pool)) if on]
         for o in outs:
             shutil.rmtree(o, ignore_errors=True)  # never score a half-written folder
         out = outs[0]
-        log = join(self.out, "logs", f"predict{'' if test else '_pool'}_seed{seed}_{name}.log")
+        log = join(self.out, "logs", f"predict{self.suffix if test else '_pool'}_seed{seed}_{name}.log")
         if test and pool:
             images = join(self._seed_dir(seed), f"predict_input_{name}")
             shutil.rmtree(images, ignore_errors=True)
@@ -337,21 +373,23 @@ class Benchmark:
         return {"predict_s": wall, "predict_cases": len(test_cases) + len(pool_cases)}
 
     def test_images(self) -> list:
-        """[(case, channel files)] of ``imagesTs`` as ``nnUNetv2_predict`` reads the folder: what is predicted."""
+        """[(case, channel files)] of the held-out split's images (``imagesTs`` or ``imagesVal``) as
+        ``nnUNetv2_predict`` reads the folder: what is predicted."""
         from nnunetv2_oneshot.propagate import _input_cases
-        return _input_cases(join(self.raw, "imagesTs"), self.ds.file_ending)
+        return _input_cases(join(self.raw, HELD_OUT[self.split][0]), self.ds.file_ending)
 
     def score(self, seed: int, name: str) -> dict:
         from nnunetv2_oneshot.evaluation import dice_per_label, hd95_per_label
-        pred = join(self._seed_dir(seed), "predictions", name)
-        ref = join(self.raw, "labelsTs")
+        pred = join(self._seed_dir(seed), "predictions" + self.suffix, name)
+        ref = join(self.raw, HELD_OUT[self.split][1])
         return {"dice": dice_per_label(pred, ref, self.ds.dataset_json),
                 "hd95": hd95_per_label(pred, ref, self.ds.dataset_json)}
 
     def scores_pool(self, name: str) -> bool:
-        """Whether the method is scored on the pool: not without pool labels, and not the upper bound, which
-        trained on them."""
-        return self.pool_labels is not None and METHODS[name].data != "all_labels"
+        """Whether the method is scored on the pool: not without pool labels, not the upper bound, which
+        trained on them, and not on a dataset with a validation split, where the pool's labels serve the upper
+        bound only (decisions are taken on the validation split, so a pool score would only tempt)."""
+        return self.pool_labels is not None and METHODS[name].data != "all_labels" and not self.has_validation
 
     def pool_score(self, seed: int, name: str) -> Optional[dict]:
         """Dice on the unlabelled pool scans (``predict(..., pool=True)`` first) against their true labels: the
@@ -365,16 +403,23 @@ class Benchmark:
 
     def registration_quality(self, seed: int, trainer_method: str) -> dict:
         """Atlas labels warped onto the POOL scans (the registration's own inputs) against the pool's true
-        labels, and the folding of those flows. Without pool labels only folding is reported."""
+        labels, and the folding of those flows. Without pool labels only folding is reported. On a dataset with
+        a validation split the pool's labels are not read: the flows onto the scored split's scans instead."""
         from nnunetv2_oneshot.evaluation import dice_per_label
         from nnunetv2_oneshot.propagate import propagate_folder
         src = METHODS[trainer_method]
-        out = join(self._seed_dir(seed), "registration_on_pool")
-        res = propagate_folder(self.ds.unlabelled_folder, out, self.name, CONFIGURATION, "all", src.trainer,
+        if self.has_validation:
+            images, labels = (join(self.raw, f) for f in HELD_OUT[self.split])
+            out = join(self._seed_dir(seed), "registration_on_" + self.split)
+        else:
+            images, labels = self.ds.unlabelled_folder, self.pool_labels
+            out = join(self._seed_dir(seed), "registration_on_pool")
+        res = propagate_folder(images, out, self.name, CONFIGURATION, "all", src.trainer,
                                self.plans, device=self.device, results_folder=self._results_root(seed, src))
         folding = float(sum(res["folding"].values()) / len(res["folding"]))
-        dice = dice_per_label(out, self.pool_labels, self.ds.dataset_json)["mean"] if self.pool_labels else None
-        return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method}
+        dice = dice_per_label(out, labels, self.ds.dataset_json)["mean"] if labels else None
+        return {"warped_label_dice": dice, "folding_fraction": folding, "source": trainer_method,
+                "scans": "pool" if labels == self.pool_labels else self.split}
 
     def trained_registration(self, seed: int) -> List[str]:
         """The methods of this seed that trained a registration net of their own: only they hold a
@@ -430,7 +475,7 @@ class Benchmark:
 
     def _run_seed(self, seed: int) -> None:
         """Every method of one seed; (seed, method) pairs scored before are skipped."""
-        os.makedirs(join(self._seed_dir(seed), "scores"), exist_ok=True)
+        os.makedirs(join(self._seed_dir(seed), "scores" + self.suffix), exist_ok=True)
         reg_source = self.registration_source(seed)
         todo = self.direct_methods + ([PROPAGATION] if PROPAGATION in self.methods else [])
         for i, name in enumerate(todo):
@@ -494,7 +539,7 @@ class Benchmark:
             json.dump(cfg, f, indent=1)
         _say(f"benchmark of {self.name} in {self.out}\n  budget {self.budget}\n  seeds {self.seeds}, methods "
              f"{self.methods}\n  split: atlas {cfg['split']['atlas']}, {len(cfg['split']['unlabelled'])} "
-             f"unlabelled, test {cfg['split']['test']}")
+             f"unlabelled, {self.split} {cfg['split'][self.split]} (scored)")
         if self.device != self.started_on:
             _say(f"  started on {self.started_on}, going on on {self.device}: each score record names the machine "
                  f"that scored it")

@@ -1,5 +1,6 @@
 """Pieces shared by our trainers and by the plain-nnUNetTrainer baselines they are compared with."""
 import os
+import shutil
 from os.path import isfile
 
 import numpy as np
@@ -10,7 +11,13 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 class AtomicCheckpoint:
     """Checkpoints are written to ``<name>.part`` and renamed into place, so a crash or kill while writing
     leaves the previous checkpoint intact instead of a truncated file that ``--c`` cannot load (nnU-Net
-    writes in place). Subclasses add their own keys in ``_complete_checkpoint(path)``, before the rename."""
+    writes in place). Subclasses add their own keys in ``_complete_checkpoint(path)``, before the rename.
+
+    ``snapshot_every`` (epochs, 0 = off; a multiple of ``save_every``): also keep the latest checkpoint of
+    every such epoch as ``checkpoint_epoch<N>.pth`` (N epochs done), which ``nnUNetv2_predict -chk`` loads, so
+    that a curve of Dice on held-out scans against training length can be drawn after one training."""
+
+    snapshot_every = 0
 
     def save_checkpoint(self, filename: str) -> None:
         part = filename + ".part"
@@ -18,6 +25,10 @@ class AtomicCheckpoint:
         if isfile(part):  # nothing is written on other ranks or with disable_checkpointing
             self._complete_checkpoint(part)
             os.replace(part, filename)
+            done = self.current_epoch + 1  # nnU-Net saves at the end of an epoch, before counting it
+            if os.path.basename(filename) == "checkpoint_latest.pth" and self.snapshot_every and \
+                    done % self.snapshot_every == 0:
+                shutil.copyfile(filename, os.path.join(os.path.dirname(filename), f"checkpoint_epoch{done}.pth"))
 
     def _complete_checkpoint(self, path: str) -> None:
         pass
