@@ -23,9 +23,9 @@ Order of the checks (cheap ones first, all of them before any compute):
    3D, channels of a case share shape and spacing, image/label shape and spacing agree;
 4. voxels (only with ``check_voxels=True``; each file is fully read once, NIfTI with nibabel because
    SimpleITK silently turns NaN/inf of NIfTI files into 0): readable, no NaN/inf in images or labels, label
-   values all declared in ``dataset.json``; and which held-out scans (``imagesTs``, ``imagesVal``) have the
-   same voxels as an unlabelled image (``OneShotDataset.held_out_in_pool``: a transductive set-up, reported,
-   not an error).
+   values all declared in ``dataset.json``; with ``check_held_out=True``, which held-out scans (``imagesTs``,
+   ``imagesVal``) have the same voxels as an unlabelled image (``OneShotDataset.held_out_in_pool``: a
+   transductive set-up, reported, not an error).
 
 Spacings are compared with ``np.allclose`` defaults, like nnU-Net's ``verify_dataset_integrity``; origin or
 direction differences between image and label only warn (as in nnU-Net). Folders ``imagesTs`` (file names
@@ -96,7 +96,7 @@ class OneShotDataset:
     unlabelled_folder_name: str = UNLABELLED_FOLDER
     #: (held-out image file relative to ``folder``, unlabelled case) for every scan of imagesTs or imagesVal whose
     #: voxels equal an unlabelled image's: a transductive set-up, where the one-shot trainers see the held-out
-    #: scans. None when voxels were not read (``check_voxels=False``).
+    #: scans. None unless asked for (``check_held_out=True`` with ``check_voxels=True``).
     held_out_in_pool: Optional[List[Tuple[str, str]]] = None
 
     @property
@@ -572,13 +572,16 @@ def _check_label_values(ctx: _Ctx, path: str, arr: np.ndarray, declared: List[in
 # ----------------------------------------------------------------------------------------------------------------
 # main entry point
 # ----------------------------------------------------------------------------------------------------------------
-def validate_oneshot_dataset(folder: str, check_voxels: bool = True) -> OneShotDataset:
+def validate_oneshot_dataset(folder: str, check_voxels: bool = True, check_held_out: bool = False) -> OneShotDataset:
     """Validate a one-shot raw dataset and return its structure.
 
     :param folder: path of the raw dataset folder (``DatasetXXX_Name``); a dataset name or id is resolved
         under ``$nnUNet_raw`` when it is not an existing path.
     :param check_voxels: also read every file fully (NaN/inf, undeclared label values). Without it only the
         headers are read (geometry, dimensionality, truncation).
+    :param check_held_out: with ``check_voxels``, also read the held-out images (imagesTs, imagesVal) and list
+        those that are in the pool too (``held_out_in_pool``). The ``validate`` command and the benchmark ask
+        for it; a trainer does not (it reads no held-out scan).
     :raises OneShotDatasetError: with a one-line message naming the offending file and the fix.
     """
     folder = _resolve_folder(folder)
@@ -687,12 +690,13 @@ def validate_oneshot_dataset(folder: str, check_voxels: bool = True) -> OneShotD
             for p in paths:
                 arr = _read_array(ctx, p)
                 _check_finite(ctx, p, arr, "Image")
-                pool_keys.setdefault(_voxel_key(arr), case)
+                if check_held_out and p == paths[0]:
+                    pool_keys.setdefault(_voxel_key(arr), case)
         # held-out scans (first channel) that are also in the pool, voxel for voxel
         held_out = []
         for sub in ("imagesTs", VALIDATION_IMAGES):
             d = os.path.join(folder, sub)
-            if os.path.isdir(d):
+            if check_held_out and os.path.isdir(d):
                 for n in sorted(n for n in _visible_files(d) if n.endswith("_0000" + ending)):
                     key = _voxel_key(_read_array(ctx, os.path.join(d, n)))
                     if key in pool_keys:
@@ -701,4 +705,4 @@ def validate_oneshot_dataset(folder: str, check_voxels: bool = True) -> OneShotD
     return OneShotDataset(folder=folder, dataset_json=dataset_json, labelled=labelled, unlabelled=unlabelled,
                           atlas=next(iter(labelled)), num_channels=num_channels, file_ending=ending,
                           label_values=label_values, unlabelled_folder_name=unlabelled_name,
-                          held_out_in_pool=held_out if check_voxels else None)
+                          held_out_in_pool=held_out if check_voxels and check_held_out else None)

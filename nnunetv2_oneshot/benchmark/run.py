@@ -114,7 +114,7 @@ class Benchmark:
         # every check before any compute, each a one-line error
         self.name = dataset_name(dataset)
         self.raw = raw_dataset_folder(self.name)
-        self.ds = validate_oneshot_dataset(self.raw)
+        self.ds = validate_oneshot_dataset(self.raw, check_held_out=True)
         # the held-out split scored: "validation" (imagesVal/labelsVal) takes every development decision, "test"
         # (imagesTs/labelsTs) only reports; a dataset with a validation split is scored on it unless told otherwise
         self.has_validation = isdir(join(self.raw, VALIDATION_IMAGES))

@@ -40,7 +40,7 @@ def _cmd_validate(args) -> int:
     from nnunetv2_oneshot.validation import validate_oneshot_dataset
     from nnunetv2_oneshot.nnunet_io import raw_dataset_folder
     try:
-        ds = validate_oneshot_dataset(raw_dataset_folder(args.dataset))
+        ds = validate_oneshot_dataset(raw_dataset_folder(args.dataset), check_held_out=True)
     except ValueError as e:  # OneShotDatasetError, a missing env var or dataset: one line
         sys.exit(f"error: {e}")
     print(f"OK: {len(ds.labelled)} labelled case(s) (atlas {ds.atlas}), {len(ds.unlabelled)} unlabelled image(s), "
