@@ -701,3 +701,35 @@ def test_a_test_scan_in_the_pool_is_refused_unless_transductive(toy_planned, tmp
     assert not (tmp_path / "b").exists()
     run_cmd(cmd + ["--transductive"], env, tmp_path)
     assert json.loads((tmp_path / "b" / "config.json").read_text())["transductive"] is True
+
+
+def test_readme_headline_is_what_the_committed_results_give():
+    from nnunetv2_oneshot.benchmark import headline
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    res = json.loads((root / headline.HEADLINE).read_text())
+    assert headline.readme_with_headline(readme, res, headline.HEADLINE) == readme, \
+        "README's headline differs from its records: run python -m nnunetv2_oneshot.benchmark.headline"
+    ours = res["methods"]["OneShotDistillTrainer"]
+    assert f"| **OneShotDistillTrainer** (ours) | {ours['dice_mean']:.3f}" in readme
+
+
+def test_headline_table_shows_per_subject_intervals_and_needs_its_markers():
+    from nnunetv2_oneshot.benchmark import headline, report
+    base = np.linspace(0.5, 0.8, 20)
+    scores = {"nnUNetTrainer_1label": [_case_record("nnUNetTrainer_1label", 0, base)],
+              "OneShotDistillTrainer": [_case_record("OneShotDistillTrainer", 0, base + 0.05)],
+              "atlas_registration": [_case_record("atlas_registration", 0, base + 0.1)]}
+    res = _result(report.aggregate(scores), per_subject=report.per_subject(scores), scored_split="test",
+                  split={"atlas": "a", "unlabelled": ["u"], "test": [f"c{i:02d}" for i in range(20)]})
+    md = headline.table(res)
+    assert "on 20 test scans" in md and "95% bootstrap intervals" in md
+    row = next(l for l in md.splitlines() if l.startswith("| **OneShotDistillTrainer**"))
+    assert "| +0.050 [+0.050, +0.050] | -0.050 [-0.050, -0.050] |" in row
+    assert md.splitlines()[2].count("|") == row.count("|")
+    with pytest.raises(ValueError, match="exactly one headline block"):
+        headline.readme_with_headline("# no block here\n", res, "x.json")
+    text = f"intro\n{headline.BEGIN}\nold table\n{headline.END}\nrest\n"
+    new = headline.readme_with_headline(text, res, "x.json")
+    assert new.startswith("intro\n" + headline.BEGIN) and new.endswith(headline.END + "\nrest\n")
+    assert "old table" not in new and headline.readme_with_headline(new, res, "x.json") == new
