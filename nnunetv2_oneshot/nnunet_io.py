@@ -47,7 +47,7 @@ def plan_and_preprocess(dataset: str, cpu: bool = False, num_processes: int = 1,
                                                                       preprocess)
     _require("nnUNet_preprocessed")
     name = dataset_name(dataset)
-    ds = validate_oneshot_dataset(raw_dataset_folder(name))
+    ds = validate_oneshot_dataset(raw_dataset_folder(name), check_held_out=True)
     did = int(name[7:10])
     extract_fingerprints([did], num_processes=num_processes, check_dataset_integrity=True)
     plans_identifier = plan_experiments([did], "OneShotCPUPlanner" if cpu else "ExperimentPlanner")

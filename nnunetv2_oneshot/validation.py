@@ -18,14 +18,15 @@ Order of the checks (cheap ones first, all of them before any compute):
 2. folder structure and file names (``imagesTr``/``labelsTr``/unlabelled folder exist, file endings,
    ``{case}_{XXXX}`` naming, at least one labelled case, images <-> label pairing, at least one unlabelled
    image, channel files ``_0000.._{n-1}`` complete and nothing extra, no unlabelled case named like a
-   labelled one, light naming check of ``imagesTs`` if present);
+   labelled one, light naming check of ``imagesTs`` if present and ``check_held_out``);
 3. headers of every file (SimpleITK ``ReadImageInformation``; truncated ``.nii(.gz)`` detection): readable,
    3D, channels of a case share shape and spacing, image/label shape and spacing agree;
 4. voxels (only with ``check_voxels=True``; each file is fully read once, NIfTI with nibabel because
    SimpleITK silently turns NaN/inf of NIfTI files into 0): readable, no NaN/inf in images or labels, label
    values all declared in ``dataset.json``; with ``check_held_out=True``, which held-out scans (``imagesTs``,
    ``imagesVal``) have the same voxels as an unlabelled image (``OneShotDataset.held_out_in_pool``: a
-   transductive set-up, reported, not an error).
+   transductive set-up, reported, not an error). The ``imagesTs`` name check of step 2 also needs
+   ``check_held_out``.
 
 Spacings are compared with ``np.allclose`` defaults, like nnU-Net's ``verify_dataset_integrity``; origin or
 direction differences between image and label only warn (as in nnU-Net). Folders ``imagesTs`` (file names
@@ -579,9 +580,10 @@ def validate_oneshot_dataset(folder: str, check_voxels: bool = True, check_held_
         under ``$nnUNet_raw`` when it is not an existing path.
     :param check_voxels: also read every file fully (NaN/inf, undeclared label values). Without it only the
         headers are read (geometry, dimensionality, truncation).
-    :param check_held_out: with ``check_voxels``, also read the held-out images (imagesTs, imagesVal) and list
-        those that are in the pool too (``held_out_in_pool``). The ``validate`` command and the benchmark ask
-        for it; a trainer does not (it reads no held-out scan).
+    :param check_held_out: also check the names of ``imagesTs`` and, with ``check_voxels``, read the held-out
+        images (imagesTs, imagesVal) to list those that are in the pool too (``held_out_in_pool``). The
+        ``validate``, ``plan`` and ``benchmark`` commands ask for it; a trainer does not: it neither lists nor
+        reads a held-out folder.
     :raises OneShotDatasetError: with a one-line message naming the offending file and the fix.
     """
     folder = _resolve_folder(folder)
@@ -656,7 +658,7 @@ def validate_oneshot_dataset(folder: str, check_voxels: bool = True, check_held_
             f"rename the unlabelled case (case names must be unique across imagesTr and {ctx.rel(unl_dir)}).")
 
     images_ts = os.path.join(folder, "imagesTs")
-    if os.path.isdir(images_ts):  # light check: names and channels only, files are not read
+    if check_held_out and os.path.isdir(images_ts):  # light check: names and channels only
         ts_names = [n for n in _visible_files(images_ts) if n.endswith(ending)]
         _check_channels(ctx, images_ts, _group_channels(ctx, images_ts, ts_names, ending), num_channels, ending)
 

@@ -274,7 +274,22 @@ def test_imagesTs_channel_naming_is_checked_lightly(tmp_path):
     (folder / "imagesTs").mkdir()
     _write(folder / "imagesTs" / f"t0_0000{ENDING}", _image())
     with pytest.raises(OneShotDatasetError, match=f"t0_0001{ENDING}"):
-        validate_oneshot_dataset(str(folder))
+        validate_oneshot_dataset(str(folder), check_held_out=True)
+    # a trainer's validation does not look at held-out folders at all
+    assert validate_oneshot_dataset(str(folder)).held_out_in_pool is None
+
+
+def test_held_out_scans_in_the_pool_are_listed(tmp_path):
+    import shutil
+    folder = make_dataset(tmp_path)
+    for sub in ("imagesTs", "imagesVal"):
+        (folder / sub).mkdir()
+    pool = sorted((folder / UNLABELLED_FOLDER).iterdir())
+    shutil.copy(pool[0], folder / "imagesVal" / f"v0_0000{ENDING}")  # the same voxels under another name
+    _write(folder / "imagesTs" / f"t0_0000{ENDING}", _image() + 1.0)  # a scan of its own
+    ds = validate_oneshot_dataset(str(folder), check_held_out=True)
+    assert ds.held_out_in_pool == [(f"imagesVal/v0_0000{ENDING}", pool[0].name[:-len("_0000" + ENDING)])]
+    assert validate_oneshot_dataset(str(folder), check_voxels=False, check_held_out=True).held_out_in_pool is None
 
 
 def test_check_voxels_false_skips_voxel_checks(tmp_path):
