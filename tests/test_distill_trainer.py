@@ -79,6 +79,21 @@ for regressor in (True, False):
     if t.hint_regressors is not None:
         assert all(r.weight.grad.abs().sum() > 0 for r in t.hint_regressors)
         assert all(id(p) in opt for p in t.hint_regressors.parameters())
+    # student, teacher (and regressors) clipped each on its own, together exactly the optimiser's parameters
+    from nnunetv2_oneshot.trainers.common import clip_grad_norms_
+    groups = t.gradient_clip_groups()
+    assert sorted(id(p) for g in groups for p in g) == sorted(opt)
+    assert {id(p) for p in groups[0]} == {id(p) for p in t.network.parameters()}
+    assert {id(p) for p in groups[1]} == {id(p) for p in t.teacher.parameters()}
+    for p in t.network.parameters():
+        p.grad = torch.full_like(p, 1e-4)
+    for p in t.teacher.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    student = [p.grad.clone() for p in t.network.parameters()]
+    clip_grad_norms_(groups)
+    assert all(torch.equal(a, p.grad) for a, p in zip(student, t.network.parameters()))  # a joint clip shrinks it
+    assert abs(float(torch.cat([p.grad.flatten() for p in t.teacher.parameters()]).norm()) - 12.0) < 0.12  # float32 sum
+    print('CLIP', regressor, 'separate')
     state = t._extra_checkpoint_state()
     n = len(t.hint_regressors) if t.hint_regressors is not None else 0
     print('REGRESSOR', regressor, 'hint_regressors' in state, n)
@@ -100,9 +115,11 @@ for regressor in (True, False):
 @pytest.mark.parametrize("regressor", [True, False])
 def test_hint_regressor_shapes_gradients_optimiser_and_checkpoint(hint_regressor_runs, regressor):
     """With ``hint_regressor`` a 1x1x1 conv per hint level maps student features to the teacher's space: same
-    shapes, trained by the hint (gradient), in the one optimiser, saved with the checkpoint's extra keys."""
+    shapes, trained by the hint (gradient), in the one optimiser, saved with the checkpoint's extra keys. Student
+    and teacher gradients are clipped each on its own."""
     out = hint_regressor_runs
     assert f"REGRESSOR {regressor} {regressor} {2 if regressor else 0}" in out
+    assert f"CLIP {regressor} separate" in out
     # linear ramp of λ_hint over the first half, then flat; then: off for half the epochs, 2-epoch ramp
     assert f"RAMP {regressor} [0.0, 0.8, 2.0, 2.0, 0.0, 0.0, 1.0, 2.0, 2.0] 2.0" in out
 

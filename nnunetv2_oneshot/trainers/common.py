@@ -34,6 +34,18 @@ class AtomicCheckpoint:
         pass
 
 
+#: nnU-Net's gradient-norm clip of its network, applied to each network of ours on its own
+GRAD_CLIP_NORM = 12.0
+
+
+def clip_grad_norms_(groups, max_norm: float = GRAD_CLIP_NORM) -> None:
+    """Clips the gradient norm of each parameter group separately (in place): a second network (a teacher, a
+    projection) trained by the same optimiser must not change the student's step size, as one joint clip
+    would (a large teacher gradient scales the student's down)."""
+    for params in groups:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
 class OptimizerChoice:
     """Mixin: ``optimizer_name`` "sgd" (nnU-Net's default: SGD, Nesterov, momentum 0.99) or "adamw"; both
     with nnU-Net's poly lr schedule from ``initial_lr``. Short CPU budgets use AdamW 1e-2. Measured fitting

@@ -104,6 +104,12 @@ class OneShotDistillTrainer(OneShotRegAugTrainer):
         params = list(self.network.parameters()) + list(self.teacher.parameters())
         return params + (list(self.hint_regressors.parameters()) if self.hint_regressors is not None else [])
 
+    def gradient_clip_groups(self) -> list:
+        # student, teacher and hint regressors each clipped on their own: the teacher's reconstruction gradient
+        # must not shrink the student's step (nnU-Net clips its one network)
+        groups = [list(self.network.parameters()), list(self.teacher.parameters())]
+        return groups + ([list(self.hint_regressors.parameters())] if self.hint_regressors is not None else [])
+
     def _student_hint_features(self) -> list:
         feats = self._student_tap.features
         if self.hint_regressors is None:

@@ -22,7 +22,8 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_oneshot.trainers.common import AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice
+from nnunetv2_oneshot.trainers.common import (AtomicCheckpoint, ClassPriorInit, MirroringChoice, OptimizerChoice,
+                                              clip_grad_norms_)
 from nnunetv2_oneshot.augmentation.synthesis import PairSynthesizer, SynthesisConfig, canvas_shape, pad_to_shape
 from nnunetv2_oneshot.evaluation import mean_dice
 from nnunetv2_oneshot.registration import GradientSmoothnessLoss, LocalNCCLoss, RegistrationNet, folding_fraction
@@ -540,19 +541,23 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         if self._self_training_due():
             self.refresh_student_labels()
 
+    def gradient_clip_groups(self) -> list:
+        """The optimiser's parameters by network, each clipped on its own at nnU-Net's norm (12): the student
+        (``self.network``) first. Trainers with more networks in the optimiser add a group per network."""
+        return [list(self.network.parameters())]
+
     def backward_and_step(self, loss: torch.Tensor):
-        """nnU-Net's update (grad scaler on CUDA, gradient norm clipped at 12) over every parameter of the
-        optimiser, for train_steps with losses of their own (the distillation trainers)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        """nnU-Net's update (grad scaler on CUDA, gradient norm clipped at 12, per network: see
+        :meth:`gradient_clip_groups`), for train_steps with losses of their own (the distillation trainers)."""
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 12)
+            clip_grad_norms_(self.gradient_clip_groups())
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 12)
+            clip_grad_norms_(self.gradient_clip_groups())
             self.optimizer.step()
 
     # ------------------------------------------------------------------ checkpoints

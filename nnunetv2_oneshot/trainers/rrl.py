@@ -146,6 +146,9 @@ class RRLMedSAMTrainer(OneShotRegAugTrainer):
     def optimizer_parameters(self):
         return list(self.network.parameters()) + list(self.projection.parameters())
 
+    def gradient_clip_groups(self) -> list:
+        return [list(self.network.parameters()), list(self.projection.parameters())]
+
     # ------------------------------------------------------------------ data
     def build_synthetic_dataset(self):
         plain = super().build_synthetic_dataset()
