@@ -63,12 +63,25 @@ def _input_cases(input_folder: str, file_ending: str):
     return [(os.path.basename(files[0])[:-len(file_ending) - 5], files) for files in cases]
 
 
+def pick_device(device: str = None) -> str:
+    """``device`` as given when torch can use it, ValueError (one line) when not; None: cuda if available, else
+    cpu (what a user of a CPU-only machine expects without passing -device)."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("-device cuda, but torch sees no CUDA device here: pass -device cpu (or leave -device out)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("-device mps, but torch sees no MPS device here: pass -device cpu (or leave -device out)")
+    return device
+
+
 def propagate_folder(input_folder: str, output_folder: str, dataset: str, configuration: str = "3d_fullres",
                      fold: str = "all", trainer: str = "OneShotRegAugTrainer", plans: str = "nnUNetPlans",
-                     checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
+                     checkpoint: str = "checkpoint_final.pth", device: str = None,
                      results_folder: str = None) -> dict:
     """Writes one segmentation per input case; returns {"folding": {case: fraction of folded voxels}}.
-    The model is looked up in ``results_folder`` (default: $nnUNet_results)."""
+    The model is looked up in ``results_folder`` (default: $nnUNet_results). ``device`` None: CUDA where torch
+    sees a GPU, else the CPU; a device asked for by name that torch cannot use is a one-line error."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -82,7 +95,7 @@ def propagate_folder(input_folder: str, output_folder: str, dataset: str, config
         raise FileNotFoundError(f"no checkpoint {ckpt_file}: train first, or pass -tr/-p/-f/-chk of your model")
     if not os.path.isdir(input_folder):  # before loading the checkpoint
         raise FileNotFoundError(f"input folder {input_folder} does not exist")
-    dev = torch.device(device)
+    dev = torch.device(pick_device(device))
     ckpt = torch.load(ckpt_file, map_location=dev, weights_only=False)
     net, state = load_registration(ckpt, dev)
     pm = PlansManager(join(model, "plans.json"))

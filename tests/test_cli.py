@@ -119,3 +119,23 @@ def test_console_scripts_found_beside_the_interpreter_else_on_path(tmp_path, mon
     monkeypatch.setattr(sys, "executable", str(folders["beside"] / "python3"))
     monkeypatch.setenv("PATH", str(folders["on_path"]))
     assert bin_path("nnUNetv2_train") == str(folders[expected] / "nnUNetv2_train")
+
+
+def test_every_flag_has_help():
+    import argparse
+    from nnunetv2_oneshot.cli.main import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.option_strings or a.dest}" for name, sp in sub.choices.items() for a in sp._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert missing == []
+
+
+def test_propagate_picks_the_device_a_user_expects(monkeypatch):
+    import torch
+    from nnunetv2_oneshot.propagate import pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(None) == "cpu" and pick_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="torch sees no CUDA device here: pass -device cpu"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(None) == "cuda"

@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("make-dataset", help="write a one-shot dataset into nnUNet_raw: the embedded brain (demo) or "
                                             "chest CT (smoke), or the real-MRI IXI benchmark from its folder")
-    s.add_argument("which", choices=["brain", "ct", "ixi"])
+    s.add_argument("which", choices=["brain", "ct", "ixi"],
+                   help="brain: the demo's (synthetic T1 on 6 real brains); ct: a smoke set (one CT, deformed "
+                        "copies); ixi: real T1 MRI from an IXI folder (the benchmark of record)")
     s.add_argument("--id", type=int, default=None, help="dataset id (default 990 brain, 991 ct, 992 ixi)")
     s.add_argument("--seed", type=int, default=0, help="seed of the generated images (brain, ct) or of the "
                                                        "split (ixi)")
@@ -190,12 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-i", required=True, help="input folder (nnU-Net naming: CASE_0000.nii.gz)")
     s.add_argument("-o", required=True, help="output folder")
     s.add_argument("-d", required=True, help="dataset id or name")
-    s.add_argument("-c", default="3d_fullres")
+    s.add_argument("-c", default="3d_fullres", help="configuration of the model (default 3d_fullres)")
     s.add_argument("-f", default="all", help="fold (default: all)")
-    s.add_argument("-tr", default="OneShotRegAugTrainer")
-    s.add_argument("-p", default="nnUNetPlans")
-    s.add_argument("-chk", default="checkpoint_final.pth")
-    s.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"])
+    s.add_argument("-tr", default="OneShotRegAugTrainer",
+                   help="trainer whose registration net warps the atlas (a one-shot trainer; default "
+                        "OneShotRegAugTrainer)")
+    s.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans; the CPU plan: "
+                                                     "nnUNetOneShotCPUPlans)")
+    s.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file (default checkpoint_final.pth)")
+    s.add_argument("-device", default=None, choices=["cuda", "cpu", "mps"],
+                   help="default: cuda where torch sees a GPU, else cpu")
     s.add_argument("--classical", action="store_true",
                    help="no model: register the dataset's labelled case(s) onto each image with SimpleITK (affine "
                         "+ diffeomorphic demons; -c/-f/-tr/-p/-chk/-device are not used)")
@@ -215,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", default=None, help="output folder (default: $nnUNet_results/DATASET/oneshot_benchmark)")
     s.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
                    help=f"default: all of {', '.join(METHODS)}")
-    s.add_argument("--seeds", nargs="+", type=int, default=[0])
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds, one model per method each "
+                                                                     "(default 0)")
     s.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULT_BUDGET['epochs']}")
     s.add_argument("--iterations", type=int, default=None,
                    help=f"per epoch, default {DEFAULT_BUDGET['iterations']}")
@@ -225,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--registration-iterations", type=int, default=None,
                    help=f"default {DEFAULT_BUDGET['registration_iterations']}")
     s.add_argument("-p", default="nnUNetOneShotCPUPlans", help="plans identifier (default nnUNetOneShotCPUPlans)")
-    s.add_argument("-device", dest="device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("-device", dest="device", default="cpu", choices=["cpu", "cuda"],
+                   help="where models train and predict (default cpu: the CPU plan's budget)")
     s.add_argument("--pool-labels", default=None, help="true labels of the unlabelled pool, for the upper bound "
                                                        "(default: the dataset's labelsUnlabelledOracle/ if present)")
     s.add_argument("--no-cost", action="store_true", help="skip the cost-per-iteration measurement")
