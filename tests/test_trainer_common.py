@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_oneshot.trainers.common import AtomicCheckpoint, class_prior_bias
+from conftest import BIN
 
 
 @pytest.mark.parametrize("counts", [[900, 80, 20], [5, 5, 5, 5], [1000, 0, 3]])
@@ -53,3 +54,28 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, c
         with pytest.raises(KeyboardInterrupt):
             t.save_checkpoint(str(ckpt))
         assert ckpt.read_bytes() == b"previous checkpoint"
+
+
+def test_one_shot_trainers_stop_in_one_line_under_ddp(toy_planned):
+    """``nnUNetv2_train -num_gpus N`` builds each rank's trainer inside a process group: ours stop there, before
+    any compute, instead of training one registration net and teacher per rank (gloo, one CPU rank)."""
+    import subprocess
+    root, env, _ = toy_planned
+    code = """
+import os, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='29533')
+dist.init_process_group('gloo', rank=0, world_size=1)
+from nnunetv2.run.run_training import get_trainer_from_args
+for tr in ('nnUNetTrainer_oneshotTiny', 'OneShotDistillTrainer_tiny', 'RRLMedSAMTrainer_tiny'):
+    try:
+        get_trainer_from_args('901', '3d_fullres', 'all', tr, device=torch.device('cpu'))
+        print('BUILT', tr)
+    except SystemExit as e:
+        print('STOPPED', tr, e)
+"""
+    r = subprocess.run([f"{BIN}/python", "-c", code], env=env, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "BUILT nnUNetTrainer_oneshotTiny" in r.stdout  # the plain twin is nnU-Net's own DDP path
+    for tr in ("OneShotDistillTrainer_tiny", "RRLMedSAMTrainer_tiny"):
+        assert f"STOPPED {tr} error: {tr} does not run under several GPUs (nnUNetv2_train -num_gpus N) yet: " \
+               f"train with -num_gpus 1" in r.stdout

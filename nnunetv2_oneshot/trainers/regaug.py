@@ -171,6 +171,11 @@ class OneShotRegAugTrainer(AtomicCheckpoint, ClassPriorInit, MirroringChoice, Op
         # nnU-Net pops this flag inside super().__init__; we need it to resume the registration stage
         self._continue_requested = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp:
+            # the decoder hooks, the teacher and the registration stage are single-process today: each rank would
+            # train its own registration net and teacher. Stop before any compute rather than train that.
+            raise SystemExit(f"error: {type(self).__name__} does not run under several GPUs (nnUNetv2_train "
+                             f"-num_gpus N) yet: train with -num_gpus 1")
         self.mirror_axes = None  # no mirroring: lateralised labels swap under a flip (trainers/common.py)
         self.class_prior_init = True  # small structures are learnt at all (trainers/common.py)
         # --- stage 1: registration (published: VoxelMorph-style net, NCC window 9, lr 1e-4)
