@@ -1,4 +1,4 @@
-"""``nnunetv2-oneshot benchmark DATASET``: every method on one budget, scored on the held-out test cases.
+"""``nnunetv2-oneshot benchmark DATASET``: every method on one budget, scored on held-out cases.
 
 For each seed and method: train in a subprocess (nnU-Net's trainer, built as ``nnUNetv2_train`` builds it,
 with the benchmark's budget), predict the held-out split with stock ``nnUNetv2_predict``, score it (Dice
@@ -186,8 +186,10 @@ class Benchmark:
         return folder if isdir(folder) else None
 
     def _cases(self, folder: str) -> List[str]:
-        return sorted(f[:-len(self.ds.file_ending)] for f in os.listdir(join(self.raw, folder))
-                      if f.endswith(self.ds.file_ending))
+        """Case ids of a label folder of the raw dataset ([] where there is none: a validation-only dataset)."""
+        d = join(self.raw, folder)
+        return sorted(f[:-len(self.ds.file_ending)] for f in os.listdir(d) if f.endswith(self.ds.file_ending)) \
+            if isdir(d) else []
 
     def config(self) -> dict:
         """What a rerun must share with the run it resumes (the held-out split scored is not part of it: the
