@@ -298,13 +298,15 @@ def curves_plot(curves: Dict[str, dict], out_file: str, title: str):
 
 def markdown(res: dict, files: Dict[str, str]) -> str:
     m = res["methods"]
+    scored = res.get("scored_split", "test")
     lines = [f"# Benchmark: {res['dataset']}", "",
              f"Machine: {res['machine']}. Plans `{res['plans']}`. Seeds {res['seeds']}. Budget per model: "
              f"{res['budget']['epochs']} epochs x {res['budget']['iterations']} iterations "
              f"({res['budget']['optimizer']}, lr {res['budget']['lr']}); registration "
              f"{res['budget']['registration_iterations']} iterations.",
              f"Split: atlas `{res['split']['atlas']}`, {len(res['split']['unlabelled'])} unlabelled, "
-             f"test {', '.join('`%s`' % t for t in res['split']['test'])} (seen by no stage).", "",
+             f"{scored} {', '.join('`%s`' % t for t in res['split'].get(scored, []))} (scored; seen by no "
+             f"stage).", "",
              "| method | Dice mean | Dice std (seeds) | HD95 mean (mm) | seeds | train min | pool Dice |",
              "|---|---|---|---|---|---|---|"]
     for name, v in m.items():
