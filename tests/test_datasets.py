@@ -59,7 +59,8 @@ def _load_all(folder):
 
 
 def test_makers_registry():
-    assert DATASET_MAKERS == {"brain": make_brain_dataset, "ct": make_ct_dataset}
+    from nnunetv2_oneshot.datasets import make_ixi_dataset
+    assert DATASET_MAKERS == {"brain": make_brain_dataset, "ct": make_ct_dataset, "ixi": make_ixi_dataset}
 
 
 def test_names(brain, ct):
