@@ -199,7 +199,7 @@ def test_default_source_is_named_when_missing(tmp_path):
 
 def test_validate_accepts_it_and_sees_no_held_out_scan_in_the_pool(built):
     from nnunetv2_oneshot.validation import validate_oneshot_dataset
-    ds = validate_oneshot_dataset(str(built))
+    ds = validate_oneshot_dataset(str(built), check_held_out=True)
     assert ds.held_out_in_pool == [] and ds.atlas == json.loads((built / "dataset.json").read_text())["oneshot"]["atlas"]
 
 

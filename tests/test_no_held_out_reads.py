@@ -60,7 +60,11 @@ def toy_with_all_splits(toy_planned, tmp_path):
     img, lab = toy_subject(np.random.default_rng(3))
     _write(img, str(folder / "imagesVal" / "toy_v00_0000.nii.gz"))
     _write(lab, str(folder / "labelsVal" / "toy_v00.nii.gz"))
-    return folder, dict(env, nnUNet_raw=str(tmp_path / "raw"), nnUNet_results=str(tmp_path / "res"))
+    # a preprocessed folder of its own: the trainers cache things there (SAM targets, unlabelled scans) that
+    # other tests expect to make themselves
+    shutil.copytree(root / "pre", tmp_path / "pre")
+    return folder, dict(env, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+                        nnUNet_results=str(tmp_path / "res"))
 
 
 def test_the_watch_sees_a_read(toy_with_all_splits):

@@ -56,6 +56,20 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, c
         assert ckpt.read_bytes() == b"previous checkpoint"
 
 
+@pytest.mark.parametrize("epochs_done, kept", [(19, False), (20, True), (40, True)])
+def test_snapshots_keep_the_latest_checkpoint_of_every_nth_epoch(tmp_path, epochs_done, kept):
+    t = _Atomic()
+    t.crash_after, t.snapshot_every, t.current_epoch = None, 20, epochs_done - 1  # saved before it is counted
+    t.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    snap = tmp_path / f"checkpoint_epoch{epochs_done}.pth"
+    assert snap.is_file() == kept
+    if kept:
+        assert snap.read_bytes() == (tmp_path / "checkpoint_latest.pth").read_bytes()
+    t.current_epoch = 39  # a best or final checkpoint is never a snapshot
+    t.save_checkpoint(str(tmp_path / "checkpoint_best.pth"))
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch*")) == ([snap.name] if kept else [])
+
+
 def test_one_shot_trainers_stop_in_one_line_under_ddp(toy_planned):
     """``nnUNetv2_train -num_gpus N`` builds each rank's trainer inside a process group: ours stop there, before
     any compute, instead of training one registration net and teacher per rank (gloo, one CPU rank)."""

@@ -12,8 +12,8 @@ similarity of a scan to the mean of all the OTHER scans after affine alignment:
 3. the score of an image is the normalised cross-correlation between it and the leave-one-out mean of the
    others, on the template grid after the last round's alignment.
 
-Cost: ``rounds`` x N affine registrations of shrunk images (about 1-2 s each on one core for 6 mm brains),
-not the N^2 of all pairs. No label is read: the IXI benchmark chooses its atlas this way.
+Cost: ``rounds`` x N affine registrations of shrunk images on one thread (deterministic; well under a second
+each for 6 mm brains), not the N^2 of all pairs. No label is read: the IXI benchmark chooses its atlas this way.
 """
 from __future__ import annotations
 
@@ -63,6 +63,18 @@ def rank_atlas_candidates(images: Mapping[str, sitk.Image], shrink: int = 3, rou
         raise ValueError(f"ranking needs at least 3 images, got {len(images)}")
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    # ITK on one thread: the same ranking on every run and machine (the IXI split's atlas depends on it). With
+    # several threads the metric's and filters' sums come in varying order: scores moved by ~5e-4 between two
+    # runs, more than the 1e-4 between the top two scans of IXI
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _rank(images, shrink, rounds, iterations, seed, progress)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _rank(images, shrink, rounds, iterations, seed, progress) -> List[Tuple[str, float]]:
     names = sorted(images)
     small = {c: _prepare(images[c], shrink) for c in names}
     volume = {c: int((sitk.GetArrayViewFromImage(small[c]) > 0).sum()) * float(np.prod(small[c].GetSpacing()))

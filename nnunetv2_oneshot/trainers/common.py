@@ -25,10 +25,10 @@ class AtomicCheckpoint:
         if isfile(part):  # nothing is written on other ranks or with disable_checkpointing
             self._complete_checkpoint(part)
             os.replace(part, filename)
-            done = self.current_epoch + 1  # nnU-Net saves at the end of an epoch, before counting it
-            if os.path.basename(filename) == "checkpoint_latest.pth" and self.snapshot_every and \
-                    done % self.snapshot_every == 0:
-                shutil.copyfile(filename, os.path.join(os.path.dirname(filename), f"checkpoint_epoch{done}.pth"))
+            if self.snapshot_every and os.path.basename(filename) == "checkpoint_latest.pth":
+                done = self.current_epoch + 1  # nnU-Net saves at the end of an epoch, before counting it
+                if done % self.snapshot_every == 0:
+                    shutil.copyfile(filename, os.path.join(os.path.dirname(filename), f"checkpoint_epoch{done}.pth"))
 
     def _complete_checkpoint(self, path: str) -> None:
         pass
