@@ -79,7 +79,7 @@ def test_the_watch_sees_a_read(toy_with_all_splits):
     assert "labelsTs/toy_t00.nii.gz" in seen and "labelsVal/" in seen
 
 
-@pytest.mark.parametrize("trainer", ["OneShotDistillTrainer_tiny", "RRLMedSAMTrainer_tiny", "nnUNetTrainer_oneshotTiny"])
+@pytest.mark.parametrize("trainer", ["OneShotDistillTrainer_tiny", "RRLMedSAMTrainer_tiny"])
 def test_trainers_read_no_held_out_scan(toy_with_all_splits, trainer, tmp_path):
     folder, env = toy_with_all_splits
     w = Watch([folder / h for h in HELD_OUT])
